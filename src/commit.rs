@@ -1,0 +1,157 @@
+//! Group commit: the durable watermark, the one syncer at a time, and fail-stop.
+//!
+//! A thread waiting for a position either becomes the syncer or waits for the sync in
+//! progress. The syncer takes the published frontier as its target, syncs everything
+//! from the durable watermark to it in one call, and only if that call succeeded moves
+//! the watermark. One sync thus covers every record published before it started. A
+//! failed sync poisons the log: every waiter and every later call gets the error, and
+//! no sync is ever retried (after a failed writeback the kernel may report the next
+//! sync as successful while the disk holds old bytes).
+
+use std::sync::Arc as StdArc;
+
+use crate::error::{Error, Result};
+use crate::sync::{self, AtomicBool, AtomicU64, Condvar, Mutex, Ordering};
+
+#[derive(Default)]
+struct CommitState {
+    syncing: bool,
+    poison: Option<StdArc<Error>>,
+}
+
+/// The durable watermark and the syncer election.
+pub(crate) struct GroupCommit {
+    durable_position: AtomicU64,
+    poisoned: AtomicBool,
+    state: Mutex<CommitState>,
+    synced: Condvar,
+}
+
+impl GroupCommit {
+    /// Everything below `durable_position` is already durable.
+    pub(crate) fn new(durable_position: u64) -> Self {
+        GroupCommit {
+            durable_position: AtomicU64::new(durable_position),
+            poisoned: AtomicBool::new(false),
+            state: Mutex::new(CommitState::default()),
+            synced: Condvar::new(),
+        }
+    }
+
+    /// Every byte below this position was covered by a successful sync.
+    pub(crate) fn durable_position(&self) -> u64 {
+        self.durable_position.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::Acquire)
+    }
+
+    /// The error every call returns once the log is poisoned.
+    pub(crate) fn poison_error(&self) -> Option<Error> {
+        sync::lock(&self.state).poison.as_ref().map(|cause| Error::Poisoned { cause: StdArc::clone(cause) })
+    }
+
+    /// Fails the log for good with `cause` (the first cause wins) and wakes every waiter.
+    pub(crate) fn poison(&self, cause: Error) -> Error {
+        let cause = match cause {
+            Error::Poisoned { cause } => cause,
+            other => StdArc::new(other),
+        };
+        let mut state = sync::lock(&self.state);
+        let cause = StdArc::clone(state.poison.get_or_insert(cause));
+        self.poisoned.store(true, Ordering::Release);
+        self.synced.notify_all();
+        Error::Poisoned { cause }
+    }
+
+    fn check_poison(&self) -> Result<()> {
+        if self.is_poisoned() {
+            return Err(self.poison_error().expect("poisoned implies a cause"));
+        }
+        Ok(())
+    }
+
+    /// Returns once every byte below `target` is durable. `published_frontier` says how
+    /// far records are published; `sync_range(from, to)` makes `[from, to)` durable.
+    /// Both are called by the elected syncer only, never concurrently.
+    pub(crate) fn wait_durable(
+        &self,
+        target: u64,
+        published_frontier: &dyn Fn() -> u64,
+        sync_range: &dyn Fn(u64, u64) -> Result<()>,
+    ) -> Result<()> {
+        let mut round = 0u32;
+        loop {
+            self.check_poison()?;
+            if self.durable_position() >= target {
+                return Ok(());
+            }
+            {
+                let mut state = sync::lock(&self.state);
+                loop {
+                    if let Some(cause) = &state.poison {
+                        return Err(Error::Poisoned { cause: StdArc::clone(cause) });
+                    }
+                    if self.durable_position() >= target {
+                        return Ok(());
+                    }
+                    if !state.syncing {
+                        break;
+                    }
+                    state = sync::wait(&self.synced, state);
+                }
+                state.syncing = true;
+            }
+            let mut election = Election { commit: self, done: false };
+            let from = self.durable_position();
+            let to = published_frontier();
+            let result = if to > from { sync_range(from, to) } else { Ok(()) };
+            election.done = true;
+            {
+                let mut state = sync::lock(&self.state);
+                state.syncing = false;
+                match result {
+                    Ok(()) => {
+                        self.durable_position.fetch_max(to, Ordering::AcqRel);
+                        self.synced.notify_all();
+                    }
+                    Err(cause) => {
+                        drop(state);
+                        return Err(self.poison(cause));
+                    }
+                }
+            }
+            if to < target {
+                // A record below ours is still being written: give its writer time.
+                backoff(round);
+                round = round.saturating_add(1);
+            }
+        }
+    }
+}
+
+/// Resets the syncer flag (and poisons: the sync's outcome is unknown) if the syncer
+/// unwinds, so that waiters are never left waiting for a sync that will not finish.
+struct Election<'a> {
+    commit: &'a GroupCommit,
+    done: bool,
+}
+
+impl Drop for Election<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            sync::lock(&self.commit.state).syncing = false;
+            self.commit.poison(Error::invalid("a sync panicked; its outcome is unknown"));
+        }
+    }
+}
+
+fn backoff(round: u32) {
+    #[cfg(not(loom))]
+    if round >= 128 {
+        std::thread::sleep(std::time::Duration::from_micros(20));
+        return;
+    }
+    sync::spin_wait(round);
+}

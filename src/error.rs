@@ -1,0 +1,94 @@
+//! The one error type of the crate.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Everything that can go wrong, with the context needed to act on it.
+#[non_exhaustive]
+#[derive(Debug)]
+pub enum Error {
+    /// A file-system call failed.
+    Io { operation: &'static str, path: PathBuf, source: io::Error },
+    /// Bytes on disk that cannot be what segstore wrote, at a named place. Nothing was
+    /// truncated or dropped.
+    Corrupt { path: PathBuf, offset: u64, reason: String },
+    /// Another log holds the directory's lock.
+    AlreadyInUse { path: PathBuf },
+    /// An earlier failure (of a sync, a rename, a segment preparation…) stopped the log:
+    /// nothing is acknowledged after it and no sync is retried, because after a failed
+    /// writeback the kernel may report later syncs as successful while the disk holds
+    /// old bytes. Close the log and open it again to recover what was durable.
+    Poisoned { cause: Arc<Error> },
+    /// A record larger than an empty segment can hold.
+    RecordTooLarge { payload_bytes: u64, limit_bytes: u64 },
+    /// An argument or option out of its range.
+    InvalidArgument { reason: String },
+    /// The log was opened read-only.
+    ReadOnly,
+}
+
+impl Error {
+    pub(crate) fn io(operation: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Io { operation, path: path.into(), source }
+    }
+
+    pub(crate) fn corrupt(path: impl Into<PathBuf>, offset: u64, reason: impl Into<String>) -> Self {
+        Error::Corrupt { path: path.into(), offset, reason: reason.into() }
+    }
+
+    pub(crate) fn invalid(reason: impl Into<String>) -> Self {
+        Error::InvalidArgument { reason: reason.into() }
+    }
+
+    /// The failure at the root of a poisoned log, or this error itself.
+    pub fn root_cause(&self) -> &Error {
+        match self {
+            Error::Poisoned { cause } => cause.root_cause(),
+            other => other,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io { operation, path, source } => write!(f, "{operation} {}: {source}", path.display()),
+            Error::Corrupt { path, offset, reason } => write!(f, "corrupt log: {} at offset {offset}: {reason}", path.display()),
+            Error::AlreadyInUse { path } => write!(f, "{} is already in use by another log", path.display()),
+            Error::Poisoned { cause } => write!(f, "log stopped after an earlier failure: {cause}"),
+            Error::RecordTooLarge { payload_bytes, limit_bytes } => {
+                write!(f, "record of {payload_bytes} bytes exceeds the largest a segment holds ({limit_bytes} bytes)")
+            }
+            Error::InvalidArgument { reason } => write!(f, "invalid argument: {reason}"),
+            Error::ReadOnly => write!(f, "the log was opened read-only"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            Error::Poisoned { cause } => Some(cause.as_ref()),
+            _ => None,
+        }
+    }
+}
+
+impl From<Error> for io::Error {
+    fn from(error: Error) -> io::Error {
+        let kind = match &error {
+            Error::Io { source, .. } => source.kind(),
+            Error::Corrupt { .. } => io::ErrorKind::InvalidData,
+            Error::AlreadyInUse { .. } => io::ErrorKind::WouldBlock,
+            Error::InvalidArgument { .. } | Error::RecordTooLarge { .. } => io::ErrorKind::InvalidInput,
+            Error::ReadOnly => io::ErrorKind::PermissionDenied,
+            Error::Poisoned { .. } => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, error)
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

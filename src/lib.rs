@@ -1,0 +1,54 @@
+//! segstore: a write-ahead log for Raft, built from preallocated, memory-mapped segment
+//! files that many threads append to at once without a lock, with group-committed,
+//! fail-stop durability and protocol-aware recovery.
+//!
+//! ```no_run
+//! use segstore::{Log, Options, RecordKind};
+//!
+//! let log = Log::open("/var/lib/example/wal", Options::default())?;
+//! let appended = log.append_durable(RecordKind(16), b"hello")?;
+//! assert_eq!(log.read(appended.position)?.payload, b"hello");
+//! # Ok::<(), segstore::Error>(())
+//! ```
+//!
+//! See `ARCHITECTURE.md` for how it works and what it guarantees.
+
+#![deny(unsafe_code)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+mod commit;
+pub mod error;
+pub mod fault;
+pub mod mapping;
+pub mod record;
+mod sync;
+
+#[cfg(not(loom))]
+mod dir_lock;
+#[cfg(not(loom))]
+mod fs;
+#[cfg(not(loom))]
+mod log;
+#[cfg(not(loom))]
+mod options;
+#[cfg(not(loom))]
+mod preparer;
+#[cfg(not(loom))]
+pub mod reader;
+#[cfg(not(loom))]
+pub mod recovery;
+#[cfg(not(loom))]
+pub mod segment;
+
+pub use error::{Error, Result};
+#[cfg(not(loom))]
+pub use log::{Appended, Log, LogIter, Position, Record, RecoveryReport};
+#[cfg(not(loom))]
+pub use options::{Options, SyncMode, MIN_SEGMENT_SIZE_BYTES};
+pub use record::RecordKind;
+
+/// The group-commit machinery, exposed for the loom models only.
+#[cfg(loom)]
+pub mod model {
+    pub use crate::commit::GroupCommit;
+}

@@ -1,0 +1,626 @@
+//! The mapped bytes of the segments being appended to, and the lock-free reservation
+//! cursor that hands them out. This is the only module of the crate with `unsafe` code.
+//!
+//! # Safety
+//!
+//! Writers encode records straight into a shared, writable mapping of a segment file
+//! while other threads scan the same mapping for published records. What keeps that
+//! free of data races and of use-after-unmap:
+//!
+//! 1. **One writer per byte.** A [`Claim`] is a byte range `[offset, offset + span)`
+//!    obtained from one `fetch_add` on the [`Cursor`]; two `fetch_add`s never return
+//!    overlapping ranges, ranges that do not fit below the capacity are never written
+//!    (except by the single *crossing* reservation, which owns everything from its
+//!    offset to the end of the segment and writes one padding header there), and the
+//!    cursor of a segment is never moved backwards. So each byte is written by at most
+//!    one thread, through at most one `&mut [u8]` at a time.
+//! 2. **Publication.** A claim writes its payload and header bytes `8..32` with plain
+//!    stores, then the publication word (bytes `0..8`) with one release store. Readers
+//!    ([`SegmentMap::advance_published`]) acquire-load publication words only at record
+//!    boundaries, starting from a boundary they already know (the published frontier,
+//!    which only ever holds boundaries), and step over a record only once its word is
+//!    non-zero. A boundary is never inside another claim's plain-written bytes, so the
+//!    atomic loads never race with plain stores. Bytes below the published frontier are
+//!    never written again, so copying them out ([`SegmentMap::read_published`]) races
+//!    with nothing.
+//! 3. **Liveness of the mapping.** The cursor's ring owns an `Arc` of each of the last
+//!    [`RING_SLOTS`] segments and writers dereference a ring slot only while they hold an
+//!    unpublished claim in it. A slot is reused only after the segment in it has been
+//!    published to its very end, i.e. after every claim in it was published or dropped
+//!    (a dropped claim publishes a skip record). A claim does not touch the mapping
+//!    after its release store. The slot pointer is stored before the cursor value that
+//!    makes it reachable (release), and read after the `fetch_add` (acquire) that
+//!    returned that cursor value.
+//! 4. **The file under the mapping** is never truncated while mapped: segments are
+//!    created at full size by the preparer, the directory lock keeps other cooperating
+//!    processes out, and recovery zeroes a torn tail with `pwrite`, never `ftruncate`.
+//!    Blocks were allocated (fallocate) and written (zero-fill) before mapping, so a
+//!    store into the mapping never needs a block and cannot raise SIGBUS on a full
+//!    disk. A process outside segstore truncating a live segment is outside this
+//!    argument, as for every mapped file (see memmap2's documentation).
+//!
+//! Under `--cfg loom` the mapping is replaced by heap cells that loom can watch (an
+//! atomic per 8-byte publication word, an `UnsafeCell` per 8 bytes of data); every
+//! other line of this module is the same code.
+
+#![allow(unsafe_code)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+use std::io;
+use std::ptr::NonNull;
+
+use crate::record::{self, RecordFlags, RecordHeader, RecordKind, RECORD_ALIGNMENT, RECORD_HEADER_SIZE};
+use crate::sync::{self, Arc, AtomicBool, AtomicPtr, AtomicU64, Condvar, Mutex, Ordering};
+
+/// Segments the cursor keeps reachable; a slot is reused this many rotations later.
+pub(crate) const RING_SLOTS: usize = 4;
+/// The largest segment the cursor can address (see [`Cursor`] for the headroom argument).
+pub const MAX_SEGMENT_SIZE_BYTES: u64 = 1 << 30;
+
+const EPOCH_SHIFT: u32 = 44;
+const OFFSET_MASK: u64 = (1 << EPOCH_SHIFT) - 1;
+const EPOCH_MASK: u64 = (1 << (64 - EPOCH_SHIFT)) - 1;
+#[cfg(not(loom))]
+const SPIN_ROUNDS: u32 = 200;
+#[cfg(loom)]
+const SPIN_ROUNDS: u32 = 0;
+
+// Every thread adds at most `capacity + 1` to a cursor epoch before it waits for the
+// next one, so 2^44 bytes of offset leave room for 16,383 threads on 1 GiB segments.
+const _: () = assert!(MAX_SEGMENT_SIZE_BYTES * 16_383 <= OFFSET_MASK);
+
+/// The mapped bytes of one segment.
+pub struct SegmentMap {
+    memory: Memory,
+    size_bytes: u64,
+    base_position: u64,
+    generation: u32,
+    /// Offset below which every byte is published: always a record boundary, or the
+    /// segment's size once a padding record reaching the end is published.
+    published_offset: AtomicU64,
+}
+
+impl std::fmt::Debug for SegmentMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SegmentMap")
+            .field("size_bytes", &self.size_bytes)
+            .field("base_position", &self.base_position)
+            .field("generation", &self.generation)
+            .field("published_offset", &self.published_offset.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl SegmentMap {
+    /// Maps `file`, whose first `size_bytes` must be allocated and must stay so while
+    /// the map lives (point 4 of the module's safety argument). Bytes below
+    /// `published_offset` are records recovered from disk; the bytes from there on must
+    /// be zero.
+    #[cfg(not(loom))]
+    pub fn map_file(file: &std::fs::File, size_bytes: u64, base_position: u64, generation: u32, published_offset: u64) -> io::Result<Self> {
+        check_geometry(size_bytes, published_offset)?;
+        let raw = memmap2::MmapOptions::new().len(size_bytes as usize).map_raw(file)?;
+        Ok(Self::from_memory(Memory { raw }, size_bytes, base_position, generation, published_offset))
+    }
+
+    /// A map of zeroed memory backed by no file: for tests and models.
+    pub fn anonymous(size_bytes: u64, base_position: u64, generation: u32, published_offset: u64) -> io::Result<Self> {
+        check_geometry(size_bytes, published_offset)?;
+        Ok(Self::from_memory(Memory::zeroed(size_bytes as usize)?, size_bytes, base_position, generation, published_offset))
+    }
+
+    fn from_memory(memory: Memory, size_bytes: u64, base_position: u64, generation: u32, published_offset: u64) -> Self {
+        SegmentMap { memory, size_bytes, base_position, generation, published_offset: AtomicU64::new(published_offset) }
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.size_bytes
+    }
+
+    pub fn base_position(&self) -> u64 {
+        self.base_position
+    }
+
+    pub fn end_position(&self) -> u64 {
+        self.base_position + self.size_bytes
+    }
+
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    /// The published frontier as last computed, without scanning.
+    pub fn published_offset(&self) -> u64 {
+        self.published_offset.load(Ordering::Acquire)
+    }
+
+    /// Scans publication words from the known frontier and returns the new frontier:
+    /// every byte below it is published. Equals the segment's size once sealed.
+    pub fn advance_published(&self) -> u64 {
+        let start = self.published_offset.load(Ordering::Acquire);
+        let mut offset = start;
+        while offset + RECORD_HEADER_SIZE as u64 <= self.size_bytes {
+            let word = self.memory.load_word(offset as usize);
+            if word == 0 {
+                break;
+            }
+            // This word was stored by a claim of this process, which only stores valid
+            // spans; a span of zero or one past the end would mean the mapping was
+            // changed behind our back, and stopping is the only safe answer.
+            match record::span_from_publication_word(word) {
+                Some(span) if span >= RECORD_HEADER_SIZE as u64 && offset + span <= self.size_bytes => offset += span,
+                _ => break,
+            }
+        }
+        if offset > start {
+            self.published_offset.fetch_max(offset, Ordering::AcqRel);
+        }
+        self.published_offset.load(Ordering::Acquire)
+    }
+
+    /// Copies published bytes at `offset` into `destination`; `false` (and nothing
+    /// copied) when any of them is not below the published frontier.
+    pub fn read_published(&self, offset: u64, destination: &mut [u8]) -> bool {
+        let frontier = self.published_offset.load(Ordering::Acquire);
+        let Some(end) = offset.checked_add(destination.len() as u64) else { return false };
+        if end > frontier {
+            return false;
+        }
+        self.memory.read(offset as usize, destination);
+        true
+    }
+
+    /// `msync(MS_SYNC)` of the pages holding `[offset, offset + length)`.
+    pub fn sync_range(&self, offset: u64, length: u64) -> io::Result<()> {
+        if offset.checked_add(length).is_none_or(|end| end > self.size_bytes) {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "sync range outside the segment"));
+        }
+        self.memory.flush_range(offset as usize, length as usize)
+    }
+
+    fn publish_header(&self, offset: u64, header: &RecordHeader) {
+        // SAFETY (of the callers' exclusivity, see point 1): only a claim or the crossing
+        // reservation that owns `offset` calls this, once.
+        self.memory.write_header(offset as usize, header);
+    }
+}
+
+fn check_geometry(size_bytes: u64, published_offset: u64) -> io::Result<()> {
+    let fits = size_bytes <= MAX_SEGMENT_SIZE_BYTES
+        && size_bytes % RECORD_ALIGNMENT as u64 == 0
+        && published_offset % RECORD_ALIGNMENT as u64 == 0
+        && published_offset + RECORD_HEADER_SIZE as u64 <= size_bytes;
+    if fits {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("segment of {size_bytes} bytes cannot start appending at {published_offset}"),
+        ))
+    }
+}
+
+/// The rotation step failed (the next segment could not be had): the cursor refuses
+/// every later reservation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RotationFailed;
+
+/// Why a reservation was not granted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReserveError {
+    /// The record cannot fit in an empty segment.
+    TooLarge { span_bytes: u64, capacity_bytes: u64 },
+    /// A rotation failed earlier; the cursor is closed for good.
+    RotationFailed,
+}
+
+/// Hands out byte ranges of the current segment to concurrent writers with one
+/// `fetch_add`, and rotates to the next segment when a range crosses the end.
+///
+/// The cursor word packs an epoch (which ring slot, 20 bits) and an offset (44 bits).
+/// A `fetch_add` that returns an offset past the capacity is an *overflow*: that writer
+/// waits for the epoch to change and retries. Exactly one reservation per epoch
+/// *crosses* the capacity (its offset is at or below it, its end above): that writer
+/// seals the segment with a padding record and installs the next segment by storing a
+/// fresh cursor word, discarding the overflow increments made meanwhile.
+pub struct Cursor {
+    packed: AtomicU64,
+    ring: [AtomicPtr<SegmentMap>; RING_SLOTS],
+    owners: Mutex<[Option<Arc<SegmentMap>>; RING_SLOTS]>,
+    size_bytes: u64,
+    /// A data record must end at or below this offset; the bytes above are kept for
+    /// the padding header that seals the segment.
+    capacity_bytes: u64,
+    data_start_offset: u64,
+    failed: AtomicBool,
+    rotation_lock: Mutex<()>,
+    rotated: Condvar,
+}
+
+impl Cursor {
+    /// A cursor appending to `first` from `append_offset`; later segments are appended
+    /// to from `data_start_offset`.
+    pub fn new(first: Arc<SegmentMap>, append_offset: u64, data_start_offset: u64) -> Self {
+        let size_bytes = first.size_bytes;
+        assert!(append_offset <= size_bytes - RECORD_HEADER_SIZE as u64 && append_offset % RECORD_ALIGNMENT as u64 == 0);
+        assert_eq!(first.published_offset(), append_offset, "the frontier of the first segment starts where appends start");
+        let ring = std::array::from_fn(|_| AtomicPtr::new(std::ptr::null_mut()));
+        ring[0].store(Arc::as_ptr(&first).cast_mut(), Ordering::Release);
+        let mut owners: [Option<Arc<SegmentMap>>; RING_SLOTS] = Default::default();
+        owners[0] = Some(first);
+        Cursor {
+            packed: AtomicU64::new(append_offset),
+            ring,
+            owners: Mutex::new(owners),
+            size_bytes,
+            capacity_bytes: size_bytes - RECORD_HEADER_SIZE as u64,
+            data_start_offset,
+            failed: AtomicBool::new(false),
+            rotation_lock: Mutex::new(()),
+            rotated: Condvar::new(),
+        }
+    }
+
+    /// The largest payload a single record may carry.
+    pub fn max_payload_bytes(&self) -> u64 {
+        let largest_span = (self.capacity_bytes - self.data_start_offset) & !(RECORD_ALIGNMENT as u64 - 1);
+        largest_span - RECORD_HEADER_SIZE as u64
+    }
+
+    pub fn has_failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    /// The segment currently appended to.
+    pub fn current_segment(&self) -> Arc<SegmentMap> {
+        let epoch = epoch_of(self.packed.load(Ordering::Acquire));
+        let owners = sync::lock(&self.owners);
+        owners[slot_of(epoch)].clone().expect("the current epoch's slot is occupied")
+    }
+
+    /// Reserves room for a data record of `payload_bytes`. When the room crosses the end
+    /// of the segment, seals the segment (padding carrying `durable_hint`) and rotates to
+    /// the segment `next_segment` returns, then retries there.
+    pub fn reserve(
+        &self,
+        payload_bytes: usize,
+        durable_hint: u64,
+        next_segment: &mut dyn FnMut() -> Result<Arc<SegmentMap>, RotationFailed>,
+    ) -> Result<Claim<'_>, ReserveError> {
+        let span_bytes = record::data_span_bytes(payload_bytes as u64);
+        if payload_bytes as u64 > self.max_payload_bytes() {
+            return Err(ReserveError::TooLarge { span_bytes, capacity_bytes: self.capacity_bytes - self.data_start_offset });
+        }
+        loop {
+            if self.has_failed() {
+                return Err(ReserveError::RotationFailed);
+            }
+            let packed = self.packed.fetch_add(span_bytes, Ordering::AcqRel);
+            let (epoch, offset) = (epoch_of(packed), packed & OFFSET_MASK);
+            if offset + span_bytes <= self.capacity_bytes {
+                return Ok(Claim {
+                    segment: self.slot_pointer(epoch),
+                    offset,
+                    span_bytes,
+                    payload_bytes,
+                    published: false,
+                    _cursor: std::marker::PhantomData,
+                });
+            }
+            if offset <= self.capacity_bytes {
+                self.seal_and_rotate(epoch, offset, RecordFlags::empty(), durable_hint, next_segment)
+                    .map_err(|RotationFailed| ReserveError::RotationFailed)?;
+            } else {
+                self.wait_for_rotation(epoch);
+            }
+        }
+    }
+
+    /// Seals the current segment, even if it has room left, and rotates to the next.
+    /// Returns once the cursor is in a later segment than when it was called.
+    pub fn cut(
+        &self,
+        durable_hint: u64,
+        next_segment: &mut dyn FnMut() -> Result<Arc<SegmentMap>, RotationFailed>,
+    ) -> Result<(), RotationFailed> {
+        if self.has_failed() {
+            return Err(RotationFailed);
+        }
+        // Adding more than the capacity makes this reservation cross unless another
+        // one already did, in which case that one's rotation is the cut.
+        let packed = self.packed.fetch_add(self.capacity_bytes + 1, Ordering::AcqRel);
+        let (epoch, offset) = (epoch_of(packed), packed & OFFSET_MASK);
+        if offset <= self.capacity_bytes {
+            self.seal_and_rotate(epoch, offset, RecordFlags::CUT, durable_hint, next_segment)
+        } else {
+            self.wait_for_rotation(epoch);
+            if self.has_failed() {
+                Err(RotationFailed)
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    fn slot_pointer(&self, epoch: u64) -> NonNull<SegmentMap> {
+        let pointer = self.ring[slot_of(epoch)].load(Ordering::Acquire);
+        NonNull::new(pointer).expect("a reachable epoch has its segment installed")
+    }
+
+    fn seal_and_rotate(
+        &self,
+        epoch: u64,
+        offset: u64,
+        flags: RecordFlags,
+        durable_hint: u64,
+        next_segment: &mut dyn FnMut() -> Result<Arc<SegmentMap>, RotationFailed>,
+    ) -> Result<(), RotationFailed> {
+        // If anything below unwinds or fails, waiting writers must be woken to an error
+        // rather than wait for a rotation that will never come.
+        let mut failure_guard = FailOnDrop { cursor: self, armed: true };
+        {
+            // SAFETY: this thread's reservation crossed the capacity, so it owns
+            // [offset, size) of the epoch's segment (point 1), which is therefore not yet
+            // published to its end and still owned by the ring (point 3).
+            let segment = unsafe { self.slot_pointer(epoch).as_ref() };
+            let span_bytes = self.size_bytes - offset;
+            let position = segment.base_position + offset;
+            let header =
+                record::marker_header(RecordKind::PADDING, flags, span_bytes, segment.generation, position, durable_hint.min(position));
+            segment.publish_header(offset, &header);
+            // No access to `segment` after this point: it may be reclaimed.
+        }
+        let next = next_segment()?;
+        assert_eq!(next.size_bytes, self.size_bytes, "all segments of a cursor have one size");
+        assert_eq!(next.published_offset(), self.data_start_offset, "a new segment starts empty");
+        let next_epoch = (epoch + 1) & EPOCH_MASK;
+        let slot = slot_of(next_epoch);
+        let previous = sync::lock(&self.owners)[slot].clone();
+        if let Some(previous) = previous {
+            let mut round = 0;
+            while previous.advance_published() < previous.size_bytes {
+                sync::spin_wait(round);
+                round = round.saturating_add(1);
+            }
+        }
+        self.ring[slot].store(Arc::as_ptr(&next).cast_mut(), Ordering::Release);
+        sync::lock(&self.owners)[slot] = Some(next);
+        self.packed.store(next_epoch << EPOCH_SHIFT | self.data_start_offset, Ordering::Release);
+        failure_guard.armed = false;
+        let _guard = sync::lock(&self.rotation_lock);
+        self.rotated.notify_all();
+        Ok(())
+    }
+
+    fn wait_for_rotation(&self, epoch: u64) {
+        let moved_on = || epoch_of(self.packed.load(Ordering::Acquire)) != epoch || self.has_failed();
+        for round in 0..SPIN_ROUNDS {
+            if moved_on() {
+                return;
+            }
+            sync::spin_wait(round);
+        }
+        let mut guard = sync::lock(&self.rotation_lock);
+        while !moved_on() {
+            guard = sync::wait(&self.rotated, guard);
+        }
+    }
+}
+
+struct FailOnDrop<'a> {
+    cursor: &'a Cursor,
+    armed: bool,
+}
+
+impl Drop for FailOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.cursor.failed.store(true, Ordering::Release);
+            let _guard = sync::lock(&self.cursor.rotation_lock);
+            self.cursor.rotated.notify_all();
+        }
+    }
+}
+
+fn epoch_of(packed: u64) -> u64 {
+    packed >> EPOCH_SHIFT
+}
+
+fn slot_of(epoch: u64) -> usize {
+    (epoch % RING_SLOTS as u64) as usize
+}
+
+/// Exclusive room for one data record. Publish it with [`Claim::publish`]; dropping it
+/// unpublished publishes a skip record instead, so the log never stalls behind it.
+pub struct Claim<'a> {
+    segment: NonNull<SegmentMap>,
+    offset: u64,
+    span_bytes: u64,
+    payload_bytes: usize,
+    published: bool,
+    _cursor: std::marker::PhantomData<&'a Cursor>,
+}
+
+// SAFETY: a claim is an exclusive right to bytes of a mapping that is itself shared
+// between threads (SegmentMap is Sync); moving the right to another thread is sound.
+unsafe impl Send for Claim<'_> {}
+
+impl Claim<'_> {
+    fn segment(&self) -> &SegmentMap {
+        debug_assert!(!self.published);
+        // SAFETY: the claim is unpublished, so its segment is not published to its end and
+        // the ring still owns it (point 3 of the module's safety argument).
+        unsafe { self.segment.as_ref() }
+    }
+
+    /// The log position of the record.
+    pub fn position(&self) -> u64 {
+        self.segment().base_position + self.offset
+    }
+
+    /// The log position just past the record.
+    pub fn end_position(&self) -> u64 {
+        self.position() + self.span_bytes
+    }
+
+    pub fn payload_bytes(&self) -> usize {
+        self.payload_bytes
+    }
+
+    /// Lets `encode` write the payload in place. The slice is exactly the payload's
+    /// length; its bytes start as zeros.
+    pub fn fill<R>(&mut self, encode: impl FnOnce(&mut [u8]) -> R) -> R {
+        let start = (self.offset + RECORD_HEADER_SIZE as u64) as usize;
+        let length = self.payload_bytes;
+        let segment = self.segment();
+        // The claim owns these bytes alone (point 1) and `&mut self` keeps the slice unique.
+        segment.memory.with_exclusive(start, length, encode)
+    }
+
+    /// Checksums the payload, writes the header and publishes the record with a
+    /// release store of its publication word. Returns the position past the record.
+    pub fn publish(mut self, kind: RecordKind, durable_hint: u64) -> u64 {
+        assert!(kind.is_data(), "claims carry data records");
+        let position = self.position();
+        let end_position = self.end_position();
+        let segment = self.segment();
+        let length_bytes = u32::try_from(self.payload_bytes).expect("payload fits in a segment");
+        let mut header =
+            RecordHeader::new(kind, RecordFlags::empty(), length_bytes, segment.generation, position, durable_hint.min(position));
+        let start = (self.offset + RECORD_HEADER_SIZE as u64) as usize;
+        let crc = segment.memory.with_exclusive(start, self.payload_bytes, |payload| record::record_crc(&header, payload));
+        header.crc = crc.into();
+        segment.publish_header(self.offset, &header);
+        // No access to the segment after the release store: it may be reclaimed.
+        self.published = true;
+        end_position
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if self.published {
+            return;
+        }
+        let position = self.position();
+        let segment = self.segment();
+        let header = record::marker_header(RecordKind::SKIP, RecordFlags::empty(), self.span_bytes, segment.generation, position, 0);
+        segment.publish_header(self.offset, &header);
+        self.published = true;
+    }
+}
+
+#[cfg(not(loom))]
+struct Memory {
+    raw: memmap2::MmapRaw,
+}
+
+#[cfg(not(loom))]
+impl Memory {
+    fn zeroed(size_bytes: usize) -> io::Result<Self> {
+        let anonymous = memmap2::MmapOptions::new().len(size_bytes).map_anon()?;
+        Ok(Memory { raw: memmap2::MmapRaw::from(anonymous) })
+    }
+
+    fn word(&self, offset: usize) -> &AtomicU64 {
+        assert!(offset % RECORD_ALIGNMENT == 0 && offset + 8 <= self.raw.len());
+        // SAFETY: the pointer is inside the mapping (asserted), 8-aligned (the mapping is
+        // page-aligned and so is the offset), valid for as long as `self` (the mapping is
+        // unmapped on drop only), and every concurrent access to a publication word is
+        // atomic (point 2).
+        unsafe { AtomicU64::from_ptr(self.raw.as_mut_ptr().add(offset).cast::<u64>()) }
+    }
+
+    fn load_word(&self, offset: usize) -> u64 {
+        self.word(offset).load(Ordering::Acquire)
+    }
+
+    fn write_header(&self, offset: usize, header: &RecordHeader) {
+        use zerocopy::IntoBytes;
+        assert!(offset + RECORD_HEADER_SIZE <= self.raw.len());
+        let bytes = header.as_bytes();
+        // SAFETY: the caller owns [offset, offset + 32) (point 1); the range is inside the
+        // mapping (asserted); the source is a distinct local value.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes[8..].as_ptr(), self.raw.as_mut_ptr().add(offset + 8), RECORD_HEADER_SIZE - 8);
+        }
+        self.word(offset).store(header.publication_word(), Ordering::Release);
+    }
+
+    fn with_exclusive<R>(&self, offset: usize, length: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+        assert!(offset.checked_add(length).is_some_and(|end| end <= self.raw.len()));
+        // SAFETY: in bounds (asserted); the caller owns these bytes alone (point 1) and
+        // the slice does not outlive this call.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(self.raw.as_mut_ptr().add(offset), length) };
+        f(bytes)
+    }
+
+    fn read(&self, offset: usize, destination: &mut [u8]) {
+        assert!(offset.checked_add(destination.len()).is_some_and(|end| end <= self.raw.len()));
+        // SAFETY: in bounds (asserted); the caller checked the bytes are published, and
+        // published bytes are never written again (point 2).
+        unsafe { std::ptr::copy_nonoverlapping(self.raw.as_ptr().add(offset), destination.as_mut_ptr(), destination.len()) }
+    }
+
+    fn flush_range(&self, offset: usize, length: usize) -> io::Result<()> {
+        self.raw.flush_range(offset, length)
+    }
+}
+
+#[cfg(loom)]
+struct Memory {
+    words: Box<[AtomicU64]>,
+    cells: Box<[loom::cell::UnsafeCell<[u8; 8]>]>,
+}
+
+#[cfg(loom)]
+impl Memory {
+    fn zeroed(size_bytes: usize) -> io::Result<Self> {
+        let granules = size_bytes / 8;
+        Ok(Memory {
+            words: (0..granules).map(|_| AtomicU64::new(0)).collect(),
+            cells: (0..granules).map(|_| loom::cell::UnsafeCell::new([0; 8])).collect(),
+        })
+    }
+
+    fn load_word(&self, offset: usize) -> u64 {
+        self.words[offset / 8].load(Ordering::Acquire)
+    }
+
+    fn write_header(&self, offset: usize, header: &RecordHeader) {
+        use zerocopy::IntoBytes;
+        self.write_cells(offset, header.as_bytes());
+        self.words[offset / 8].store(header.publication_word(), Ordering::Release);
+    }
+
+    fn write_cells(&self, offset: usize, bytes: &[u8]) {
+        for (index, chunk) in bytes.chunks(8).enumerate() {
+            // SAFETY: the caller owns these bytes alone (point 1).
+            self.cells[offset / 8 + index].with_mut(|cell| unsafe { (*cell)[..chunk.len()].copy_from_slice(chunk) });
+        }
+    }
+
+    fn with_exclusive<R>(&self, offset: usize, length: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+        let mut bytes = vec![0u8; length];
+        for (index, chunk) in bytes.chunks_mut(8).enumerate() {
+            // SAFETY: the caller owns these bytes alone (point 1).
+            self.cells[offset / 8 + index].with(|cell| chunk.copy_from_slice(unsafe { &(*cell)[..chunk.len()] }));
+        }
+        let result = f(&mut bytes);
+        self.write_cells(offset, &bytes);
+        result
+    }
+
+    fn read(&self, offset: usize, destination: &mut [u8]) {
+        let mut position = offset;
+        for byte in destination.iter_mut() {
+            // SAFETY: published bytes are never written again (point 2).
+            *byte = self.cells[position / 8].with(|cell| unsafe { (*cell)[position % 8] });
+            position += 1;
+        }
+    }
+
+    fn flush_range(&self, _offset: usize, _length: usize) -> io::Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,153 @@
+//! Reading records out of a segment with positioned reads (`pread`), never through the
+//! mapping: a media error is then an `Err`, never SIGBUS, and nothing is read past the
+//! file's size.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use zerocopy::FromBytes;
+
+use crate::record::{self, Decoded, DecodedRecord, Expected, Invalid, RecordHeader, RecordKind, RECORD_HEADER_SIZE};
+use crate::segment::{SegmentInfo, SEGMENT_HEADER_SIZE};
+
+/// Bytes read per `pread` when streaming through a segment.
+pub(crate) const READ_CHUNK_BYTES: usize = 1 << 20;
+
+/// Bytes that can be read at an offset: a file, or an in-memory image of one.
+pub trait ReadAt {
+    /// Fills `buffer` from `offset`; fewer bytes than asked is an error.
+    fn read_exact_at(&self, buffer: &mut [u8], offset: u64) -> io::Result<()>;
+}
+
+impl ReadAt for File {
+    fn read_exact_at(&self, buffer: &mut [u8], offset: u64) -> io::Result<()> {
+        FileExt::read_exact_at(self, buffer, offset)
+    }
+}
+
+impl ReadAt for [u8] {
+    fn read_exact_at(&self, buffer: &mut [u8], offset: u64) -> io::Result<()> {
+        let start = usize::try_from(offset).ok().filter(|&start| start <= self.len());
+        match start.and_then(|start| self.get(start..start.checked_add(buffer.len())?)) {
+            Some(bytes) => {
+                buffer.copy_from_slice(bytes);
+                Ok(())
+            }
+            None => Err(io::ErrorKind::UnexpectedEof.into()),
+        }
+    }
+}
+
+/// Bytes read ahead of a segment, kept between reads.
+pub(crate) struct ReadBuffer {
+    bytes: Vec<u8>,
+    /// Segment offset of `bytes[0]`.
+    offset: u64,
+    /// Bytes to read at least per `pread`.
+    chunk_bytes: u64,
+}
+
+impl ReadBuffer {
+    pub(crate) fn new(chunk_bytes: usize) -> Self {
+        ReadBuffer { bytes: Vec::new(), offset: 0, chunk_bytes: chunk_bytes as u64 }
+    }
+}
+
+/// A window of buffered bytes over one segment.
+pub(crate) struct SegmentReader<'a, S: ReadAt + ?Sized> {
+    source: &'a S,
+    path: &'a Path,
+    pub info: SegmentInfo,
+    buffer: &'a mut ReadBuffer,
+}
+
+/// What is at one record position of a segment.
+pub(crate) enum Step<'a> {
+    Record(DecodedRecord<'a>),
+    Unwritten,
+    Invalid(Invalid),
+}
+
+impl<'a, S: ReadAt + ?Sized> SegmentReader<'a, S> {
+    /// A reader over `source`; `buffer` must be empty or hold bytes of this same segment.
+    pub(crate) fn new(source: &'a S, path: &'a Path, info: SegmentInfo, buffer: &'a mut ReadBuffer) -> Self {
+        SegmentReader { source, path, info, buffer }
+    }
+
+    /// `length` bytes at segment offset `offset`, reading more around them when needed.
+    fn bytes_at(&mut self, offset: u64, length: u64) -> Result<&[u8]> {
+        let end = offset + length;
+        debug_assert!(end <= self.info.size_bytes);
+        let buffer = &mut *self.buffer;
+        let buffered_end = buffer.offset + buffer.bytes.len() as u64;
+        if offset < buffer.offset || end > buffered_end {
+            let read_end = (offset + length.max(buffer.chunk_bytes)).min(self.info.size_bytes);
+            buffer.bytes.resize((read_end - offset) as usize, 0);
+            buffer.offset = offset;
+            if let Err(source) = self.source.read_exact_at(&mut buffer.bytes, offset) {
+                buffer.bytes.clear();
+                return Err(Error::io("read segment", self.path, source));
+            }
+        }
+        let start = (offset - buffer.offset) as usize;
+        Ok(&buffer.bytes[start..start + length as usize])
+    }
+
+    /// Decodes the record at `offset` (a multiple of 8 at or past the segment header).
+    pub(crate) fn step(&mut self, offset: u64) -> Result<Step<'_>> {
+        let size_bytes = self.info.size_bytes;
+        if offset + RECORD_HEADER_SIZE as u64 > size_bytes {
+            return Ok(Step::Invalid(Invalid::Truncated));
+        }
+        let header_bytes = self.bytes_at(offset, RECORD_HEADER_SIZE as u64)?;
+        let (header, _) = RecordHeader::read_from_prefix(header_bytes).expect("32 bytes hold a header");
+        if header.publication_word() == 0 {
+            return Ok(Step::Unwritten);
+        }
+        let decode_length = match header.span_bytes() {
+            Some(_) if !header.kind().is_data() => RECORD_HEADER_SIZE as u64,
+            // Bounded before use: a span past the segment end is invalid, not a read.
+            Some(span) if offset + span <= size_bytes => span,
+            Some(_) => return Ok(Step::Invalid(Invalid::Truncated)),
+            None => return Ok(Step::Invalid(Invalid::UnknownKind(header.kind))),
+        };
+        let expected = Expected { generation: self.info.generation, position: self.info.base_position + offset };
+        let bytes = self.bytes_at(offset, decode_length)?;
+        Ok(match record::decode(bytes, expected) {
+            Decoded::Record(record) if !record.kind.is_data() && offset + record.span_bytes > size_bytes => Step::Invalid(Invalid::BadSpan),
+            Decoded::Record(record) if record.kind == RecordKind::PADDING && offset + record.span_bytes != size_bytes => {
+                Step::Invalid(Invalid::BadSpan)
+            }
+            Decoded::Record(record) => Step::Record(record),
+            Decoded::Unwritten => Step::Unwritten,
+            Decoded::Invalid(invalid) => Step::Invalid(invalid),
+        })
+    }
+
+    /// Looks at every 8-byte boundary from `offset` to the end of the segment for
+    /// records that validate, stepping over each one found. Calls `found` with each.
+    pub(crate) fn search_valid_records(&mut self, mut offset: u64, found: &mut dyn FnMut(&DecodedRecord<'_>)) -> Result<()> {
+        let size_bytes = self.info.size_bytes;
+        while offset + RECORD_HEADER_SIZE as u64 <= size_bytes {
+            let expected = Expected { generation: self.info.generation, position: self.info.base_position + offset };
+            let plausible = record::header_if_plausible(self.bytes_at(offset, RECORD_HEADER_SIZE as u64)?, expected).is_some();
+            if plausible {
+                if let Step::Record(record) = self.step(offset)? {
+                    found(&record);
+                    offset += record.span_bytes;
+                    continue;
+                }
+            }
+            offset += record::RECORD_ALIGNMENT as u64;
+        }
+        Ok(())
+    }
+}
+
+/// The offset of the first record of every segment.
+pub(crate) const fn first_record_offset() -> u64 {
+    SEGMENT_HEADER_SIZE
+}
