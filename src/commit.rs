@@ -20,7 +20,7 @@ struct CommitState {
 }
 
 /// The durable watermark and the syncer election.
-pub(crate) struct GroupCommit {
+pub struct GroupCommit {
     durable_position: AtomicU64,
     poisoned: AtomicBool,
     state: Mutex<CommitState>,
@@ -29,7 +29,7 @@ pub(crate) struct GroupCommit {
 
 impl GroupCommit {
     /// Everything below `durable_position` is already durable.
-    pub(crate) fn new(durable_position: u64) -> Self {
+    pub fn new(durable_position: u64) -> Self {
         GroupCommit {
             durable_position: AtomicU64::new(durable_position),
             poisoned: AtomicBool::new(false),
@@ -39,26 +39,32 @@ impl GroupCommit {
     }
 
     /// Every byte below this position was covered by a successful sync.
-    pub(crate) fn durable_position(&self) -> u64 {
+    pub fn durable_position(&self) -> u64 {
         self.durable_position.load(Ordering::Acquire)
     }
 
-    pub(crate) fn is_poisoned(&self) -> bool {
+    pub fn is_poisoned(&self) -> bool {
         self.poisoned.load(Ordering::Acquire)
     }
 
     /// The error every call returns once the log is poisoned.
-    pub(crate) fn poison_error(&self) -> Option<Error> {
+    pub fn poison_error(&self) -> Option<Error> {
         sync::lock(&self.state).poison.as_ref().map(|cause| Error::Poisoned { cause: StdArc::clone(cause) })
     }
 
     /// Fails the log for good with `cause` (the first cause wins) and wakes every waiter.
-    pub(crate) fn poison(&self, cause: Error) -> Error {
+    pub fn poison(&self, cause: Error) -> Error {
+        let mut state = sync::lock(&self.state);
+        self.poison_locked(&mut state, cause)
+    }
+
+    /// [`GroupCommit::poison`] with the state already locked: clearing the syncer flag and
+    /// recording the failure must be one step, or another waiter could sync again.
+    fn poison_locked(&self, state: &mut CommitState, cause: Error) -> Error {
         let cause = match cause {
             Error::Poisoned { cause } => cause,
             other => StdArc::new(other),
         };
-        let mut state = sync::lock(&self.state);
         let cause = StdArc::clone(state.poison.get_or_insert(cause));
         self.poisoned.store(true, Ordering::Release);
         self.synced.notify_all();
@@ -75,7 +81,7 @@ impl GroupCommit {
     /// Returns once every byte below `target` is durable. `published_frontier` says how
     /// far records are published; `sync_range(from, to)` makes `[from, to)` durable.
     /// Both are called by the elected syncer only, never concurrently.
-    pub(crate) fn wait_durable(
+    pub fn wait_durable(
         &self,
         target: u64,
         published_frontier: &dyn Fn() -> u64,
@@ -116,10 +122,7 @@ impl GroupCommit {
                         self.durable_position.fetch_max(to, Ordering::AcqRel);
                         self.synced.notify_all();
                     }
-                    Err(cause) => {
-                        drop(state);
-                        return Err(self.poison(cause));
-                    }
+                    Err(cause) => return Err(self.poison_locked(&mut state, cause)),
                 }
             }
             if to < target {
@@ -141,8 +144,9 @@ struct Election<'a> {
 impl Drop for Election<'_> {
     fn drop(&mut self) {
         if !self.done {
-            sync::lock(&self.commit.state).syncing = false;
-            self.commit.poison(Error::invalid("a sync panicked; its outcome is unknown"));
+            let mut state = sync::lock(&self.commit.state);
+            state.syncing = false;
+            self.commit.poison_locked(&mut state, Error::invalid("a sync panicked; its outcome is unknown"));
         }
     }
 }

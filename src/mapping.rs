@@ -385,7 +385,10 @@ impl Cursor {
         }
         self.ring[slot].store(Arc::as_ptr(&next).cast_mut(), Ordering::Release);
         sync::lock(&self.owners)[slot] = Some(next);
-        self.packed.store(next_epoch << EPOCH_SHIFT | self.data_start_offset, Ordering::Release);
+        // A swap rather than a store: it reads the last overflow increment made in the old
+        // epoch, so it is ordered after every one of them and no waiter can see the old
+        // epoch once it has synchronized with this thread.
+        self.packed.swap(next_epoch << EPOCH_SHIFT | self.data_start_offset, Ordering::AcqRel);
         failure_guard.armed = false;
         let _guard = sync::lock(&self.rotation_lock);
         self.rotated.notify_all();
@@ -595,16 +598,17 @@ impl Memory {
 
     fn write_cells(&self, offset: usize, bytes: &[u8]) {
         for (index, chunk) in bytes.chunks(8).enumerate() {
-            // SAFETY: the caller owns these bytes alone (point 1).
-            self.cells[offset / 8 + index].with_mut(|cell| unsafe { (*cell)[..chunk.len()].copy_from_slice(chunk) });
+            // SAFETY: the caller owns these bytes alone (point 1), so this is the only
+            // reference to the cell; loom checks that claim.
+            self.cells[offset / 8 + index].with_mut(|cell| unsafe { (&mut *cell)[..chunk.len()].copy_from_slice(chunk) });
         }
     }
 
     fn with_exclusive<R>(&self, offset: usize, length: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
         let mut bytes = vec![0u8; length];
         for (index, chunk) in bytes.chunks_mut(8).enumerate() {
-            // SAFETY: the caller owns these bytes alone (point 1).
-            self.cells[offset / 8 + index].with(|cell| chunk.copy_from_slice(unsafe { &(*cell)[..chunk.len()] }));
+            // SAFETY: the caller owns these bytes alone (point 1); loom checks that claim.
+            self.cells[offset / 8 + index].with(|cell| chunk.copy_from_slice(unsafe { &(&*cell)[..chunk.len()] }));
         }
         let result = f(&mut bytes);
         self.write_cells(offset, &bytes);
@@ -614,8 +618,8 @@ impl Memory {
     fn read(&self, offset: usize, destination: &mut [u8]) {
         let mut position = offset;
         for byte in destination.iter_mut() {
-            // SAFETY: published bytes are never written again (point 2).
-            *byte = self.cells[position / 8].with(|cell| unsafe { (*cell)[position % 8] });
+            // SAFETY: published bytes are never written again (point 2); loom checks that claim.
+            *byte = self.cells[position / 8].with(|cell| unsafe { (&*cell)[position % 8] });
             position += 1;
         }
     }
