@@ -16,6 +16,8 @@ use crate::sync::{self, AtomicBool, AtomicU64, Condvar, Mutex, Ordering};
 #[derive(Default)]
 struct CommitState {
     syncing: bool,
+    /// Threads blocked on `synced`: a notification (a futex syscall) only when non-zero.
+    waiters: u32,
     poison: Option<StdArc<Error>>,
 }
 
@@ -105,7 +107,9 @@ impl GroupCommit {
                     if !state.syncing {
                         break;
                     }
+                    state.waiters += 1;
                     state = sync::wait(&self.synced, state);
+                    state.waiters -= 1;
                 }
                 state.syncing = true;
             }
@@ -120,7 +124,9 @@ impl GroupCommit {
                 match result {
                     Ok(()) => {
                         self.durable_position.fetch_max(to, Ordering::AcqRel);
-                        self.synced.notify_all();
+                        if state.waiters > 0 {
+                            self.synced.notify_all();
+                        }
                     }
                     Err(cause) => return Err(self.poison_locked(&mut state, cause)),
                 }
