@@ -138,6 +138,10 @@ impl Log {
             last = segment::prepare(&directory, info)?;
             append_offset = SEGMENT_HEADER_SIZE;
         }
+        // A segment found on disk may have been renamed into place by a preparer whose
+        // directory sync never happened; its name must be durable before a record in it
+        // is acknowledged.
+        fs::sync_directory(&directory)?;
         let map = Arc::new(
             SegmentMap::map_file(&last.file, last.info.size_bytes, last.info.base_position, last.info.generation, append_offset)
                 .map_err(|source| Error::io("map segment", &last.path, source))?,
@@ -375,9 +379,16 @@ impl Log {
         segments.get(index).filter(|segment| segment.info.base_position <= position).cloned()
     }
 
-    /// Reads the data record at `position`.
+    /// Reads the data record at `position`: any record whose append has returned, even
+    /// while a record below it is still being written.
     pub fn read(&self, position: Position) -> Result<Record> {
-        let readable_end = self.published_position().0;
+        // A read-only log ends where its valid records end; past that lie bytes recovery
+        // did not accept. A writable log zeroed those at open, so everything valid in it
+        // was published by this process.
+        let readable_end = match &self.appender {
+            Some(appender) => appender.cursor.current_segment().end_position(),
+            None => self.published_position.load(Ordering::Acquire),
+        };
         let segment = self.segment_at(position.0).ok_or_else(|| Error::invalid(format!("no segment holds position {}", position.0)))?;
         let offset = position.0 - segment.info.base_position;
         if position.0 >= readable_end || offset < SEGMENT_HEADER_SIZE || offset % record::RECORD_ALIGNMENT as u64 != 0 {
@@ -389,8 +400,14 @@ impl Log {
             Step::Record(found) if found.kind.is_data() && position.0 + found.span_bytes <= readable_end => {
                 Ok(Record { position, end: Position(position.0 + found.span_bytes), kind: found.kind, payload: found.payload.to_vec() })
             }
-            Step::Record(_) | Step::Unwritten => Err(Error::invalid(format!("no data record at position {}", position.0))),
-            Step::Invalid(invalid) => Err(Error::corrupt(&segment.path, offset, invalid.to_string())),
+            Step::Record(_) => Err(Error::invalid(format!("no data record at position {}", position.0))),
+            Step::Unwritten => Err(Error::invalid(format!("no record published at position {}", position.0))),
+            // Below the published frontier bytes are final, so a bad record is damage; above
+            // it, the position may simply not start a record (or one still being written).
+            Step::Invalid(invalid) if position.0 < self.published_position().0 => {
+                Err(Error::corrupt(&segment.path, offset, invalid.to_string()))
+            }
+            Step::Invalid(invalid) => Err(Error::invalid(format!("no record published at position {}: {invalid}", position.0))),
         }
     }
 
@@ -428,9 +445,14 @@ impl Log {
     /// had prepared ahead. Dropping a log instead skips the final sync.
     pub fn close(mut self) -> Result<()> {
         let mut result = Ok(());
-        if self.appender.is_some() && !self.commit.is_poisoned() {
-            let frontier = self.published_frontier();
-            result = self.commit.wait_durable(frontier, &|| self.published_frontier(), &|from, to| self.sync_range(from, to));
+        if self.appender.is_some() {
+            result = match self.commit.poison_error() {
+                Some(poisoned) => Err(poisoned),
+                None => {
+                    let frontier = self.published_frontier();
+                    self.commit.wait_durable(frontier, &|| self.published_frontier(), &|from, to| self.sync_range(from, to))
+                }
+            };
         }
         if let Some(appender) = self.appender.as_mut() {
             if let Some(unused) = appender.preparer.stop() {
