@@ -20,6 +20,7 @@ mod commit;
 pub mod error;
 pub mod fault;
 pub mod mapping;
+pub mod raftpb;
 pub mod record;
 mod sync;
 
