@@ -27,6 +27,25 @@ pub enum Error {
     InvalidArgument { reason: String },
     /// The log was opened read-only.
     ReadOnly,
+    /// `Storage::create` found a log already there.
+    AlreadyExists { path: PathBuf },
+    /// The snapshot the storage was opened at has no marker in the log (it was never
+    /// saved, or the segments holding it were released).
+    SnapshotNotFound { index: u64, term: u64 },
+    /// The log has a snapshot marker at the index asked for, with another term.
+    SnapshotMismatch { index: u64, expected_term: u64, found_term: u64 },
+    /// Two metadata records of one log differ.
+    MetadataConflict,
+    /// An entry would leave a hole in the log: Raft appends at most one past the last.
+    EntryGap { expected: u64, found: u64 },
+    /// Entries at and below `first_index - 1` were compacted away.
+    Compacted { index: u64, first_index: u64 },
+    /// The entry is beyond the last one in the log.
+    Unavailable { index: u64, last_index: u64 },
+    /// A record of the Raft layer that does not decode.
+    BadRecord { position: u64, reason: String },
+    /// No snapshot file qualifies.
+    NoSnapshot,
 }
 
 impl Error {
@@ -63,6 +82,17 @@ impl fmt::Display for Error {
             }
             Error::InvalidArgument { reason } => write!(f, "invalid argument: {reason}"),
             Error::ReadOnly => write!(f, "the log was opened read-only"),
+            Error::AlreadyExists { path } => write!(f, "{} already holds a log", path.display()),
+            Error::SnapshotNotFound { index, term } => write!(f, "no snapshot marker at index {index}, term {term} in the log"),
+            Error::SnapshotMismatch { index, expected_term, found_term } => {
+                write!(f, "the snapshot marker at index {index} has term {found_term}, not {expected_term}")
+            }
+            Error::MetadataConflict => write!(f, "the log's metadata records differ"),
+            Error::EntryGap { expected, found } => write!(f, "entry {found} would leave a hole: the next entry is {expected}"),
+            Error::Compacted { index, first_index } => write!(f, "entry {index} was compacted; the first entry is {first_index}"),
+            Error::Unavailable { index, last_index } => write!(f, "entry {index} is not in the log; the last entry is {last_index}"),
+            Error::BadRecord { position, reason } => write!(f, "record at log position {position} does not decode: {reason}"),
+            Error::NoSnapshot => write!(f, "no usable snapshot"),
         }
     }
 }
@@ -85,6 +115,12 @@ impl From<Error> for io::Error {
             Error::AlreadyInUse { .. } => io::ErrorKind::WouldBlock,
             Error::InvalidArgument { .. } | Error::RecordTooLarge { .. } => io::ErrorKind::InvalidInput,
             Error::ReadOnly => io::ErrorKind::PermissionDenied,
+            Error::AlreadyExists { .. } => io::ErrorKind::AlreadyExists,
+            Error::SnapshotNotFound { .. } | Error::NoSnapshot | Error::Unavailable { .. } | Error::Compacted { .. } => {
+                io::ErrorKind::NotFound
+            }
+            Error::SnapshotMismatch { .. } | Error::MetadataConflict | Error::BadRecord { .. } => io::ErrorKind::InvalidData,
+            Error::EntryGap { .. } => io::ErrorKind::InvalidInput,
             Error::Poisoned { .. } => io::ErrorKind::Other,
         };
         io::Error::new(kind, error)

@@ -27,6 +27,8 @@ mod sync;
 #[cfg(not(loom))]
 mod dir_lock;
 #[cfg(not(loom))]
+pub mod entry_index;
+#[cfg(not(loom))]
 mod fs;
 #[cfg(not(loom))]
 mod log;
@@ -40,6 +42,8 @@ pub mod reader;
 pub mod recovery;
 #[cfg(not(loom))]
 pub mod segment;
+#[cfg(not(loom))]
+pub mod storage;
 
 pub use error::{Error, Result};
 #[cfg(not(loom))]
@@ -47,6 +51,8 @@ pub use log::{Appended, Log, LogIter, Position, Record, RecoveryReport};
 #[cfg(not(loom))]
 pub use options::{Options, SyncMode, MIN_SEGMENT_SIZE_BYTES};
 pub use record::RecordKind;
+#[cfg(not(loom))]
+pub use storage::{SnapshotMarker, Storage};
 
 /// The group-commit machinery, exposed for the loom models only.
 #[cfg(loom)]

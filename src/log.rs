@@ -16,6 +16,8 @@ use crate::preparer::Preparer;
 use crate::reader::{ReadBuffer, SegmentReader, Step, READ_CHUNK_BYTES};
 use crate::record::{self, RecordFlags, RecordKind, RECORD_HEADER_SIZE};
 use crate::recovery::{self, LogEnd, SegmentSource};
+use zerocopy::FromBytes;
+
 use crate::segment::{self, SegmentFile, SegmentInfo, SEGMENT_HEADER_SIZE, SEGMENT_SUFFIX, TEMPORARY_SUFFIX};
 
 /// A place in the log, in bytes from the start of the log's first segment ever.
@@ -62,8 +64,8 @@ pub(crate) struct Segment {
     pub info: SegmentInfo,
     pub path: PathBuf,
     pub file: File,
-    /// Mapped while appended to (in this process); sealed recovered segments are not.
-    pub map: Option<Arc<SegmentMap>>,
+    /// Every segment is mapped: appended-to ones for writing, all for zero-copy reads.
+    pub map: Arc<SegmentMap>,
 }
 
 struct Appender {
@@ -104,6 +106,12 @@ impl Log {
     /// segment if needed. Recovers: a torn tail is discarded (zeroed and synced before
     /// any new append); corruption fails the open with the file and offset.
     pub fn open(directory: impl AsRef<Path>, options: Options) -> Result<Log> {
+        Self::open_with(directory, options, &mut |_, _, _| {})
+    }
+
+    /// [`Log::open`], calling `visit` with the position, kind and payload of every data
+    /// record of the recovered log, in order, during the one scan recovery makes anyway.
+    pub fn open_with(directory: impl AsRef<Path>, options: Options, visit: &mut dyn FnMut(Position, RecordKind, &[u8])) -> Result<Log> {
         options.validate()?;
         let directory = directory.as_ref().to_path_buf();
         std::fs::create_dir_all(&directory).map_err(|source| Error::io("create directory", &directory, source))?;
@@ -119,7 +127,7 @@ impl Log {
             };
             files.push(segment::prepare(&directory, info)?);
         }
-        let end = find_end(&files)?;
+        let end = find_end(&files, visit)?;
         let torn_tail = discard_torn_tail(&directory, &mut files, &end)?;
         let mut last = files.pop().expect("recovery keeps at least one segment");
         let mut append_offset = end.offset;
@@ -149,8 +157,15 @@ impl Log {
         let cursor = Cursor::new(Arc::clone(&map), append_offset, SEGMENT_HEADER_SIZE);
         let append_position = last.info.base_position + append_offset;
         let preparer = Preparer::start(directory.clone(), last.info.sequence + 1, last.info.end_position(), options.segment_size_bytes)?;
-        let mut segments: Vec<Arc<Segment>> = files.into_iter().map(|file| Arc::new(into_segment(file, None))).collect();
-        segments.push(Arc::new(into_segment(last, Some(map))));
+        let mut segments = Vec::with_capacity(files.len() + 1);
+        for file in files {
+            // Every segment before the last is sealed: published to its end.
+            let size_bytes = file.info.size_bytes;
+            let map = SegmentMap::map_file(&file.file, size_bytes, file.info.base_position, file.info.generation, size_bytes)
+                .map_err(|source| Error::io("map segment", &file.path, source))?;
+            segments.push(Arc::new(into_segment(file, Arc::new(map))));
+        }
+        segments.push(Arc::new(into_segment(last, map)));
         let report = RecoveryReport {
             data_records: end.data_records,
             segments: segments.len(),
@@ -173,18 +188,29 @@ impl Log {
     /// the log ends where its valid records end. Shares the directory with other
     /// read-only opens, not with a writable one.
     pub fn open_read_only(directory: impl AsRef<Path>) -> Result<Log> {
+        Self::open_read_only_with(directory, &mut |_, _, _| {})
+    }
+
+    /// [`Log::open_read_only`] with a visitor, as [`Log::open_with`].
+    pub fn open_read_only_with(directory: impl AsRef<Path>, visit: &mut dyn FnMut(Position, RecordKind, &[u8])) -> Result<Log> {
         let directory = directory.as_ref().to_path_buf();
         let dir_lock = DirLock::acquire(&directory, false)?;
         let files = open_segment_files(&directory, false)?;
         if files.is_empty() {
             return Err(Error::io("open log", &directory, std::io::ErrorKind::NotFound.into()));
         }
-        let end = find_end(&files)?;
+        let end = find_end(&files, visit)?;
         let end_segment = &files[end.segment_index];
         let end_position = end_segment.info.base_position + end.offset;
         let torn_tail = end.torn.map(|invalid| format!("{} at offset {}: {invalid}", end_segment.path.display(), end.offset));
-        let segments: Vec<Arc<Segment>> =
-            files.into_iter().take(end.segment_index + 1).map(|file| Arc::new(into_segment(file, None))).collect();
+        let mut segments = Vec::with_capacity(end.segment_index + 1);
+        for (index, file) in files.into_iter().take(end.segment_index + 1).enumerate() {
+            let published_offset = if index == end.segment_index { end.offset } else { file.info.size_bytes };
+            let info = file.info;
+            let map = SegmentMap::map_file_read_only(&file.file, info.size_bytes, info.base_position, info.generation, published_offset)
+                .map_err(|source| Error::io("map segment", &file.path, source))?;
+            segments.push(Arc::new(into_segment(file, Arc::new(map))));
+        }
         let report =
             RecoveryReport { data_records: end.data_records, segments: segments.len(), torn_tail, append_position: Position(end_position) };
         let options = Options { segment_size_bytes: segments[0].info.size_bytes, sync_mode: SyncMode::None };
@@ -300,7 +326,7 @@ impl Log {
             )
             .map_err(|source| Error::io("map segment", &prepared.path, source))?;
             let map = Arc::new(map);
-            lock(&self.segments).push(Arc::new(into_segment(prepared, Some(Arc::clone(&map)))));
+            lock(&self.segments).push(Arc::new(into_segment(prepared, Arc::clone(&map))));
             Ok(map)
         })();
         result.map_err(|error| {
@@ -315,8 +341,7 @@ impl Log {
         let mut position = self.published_position.load(Ordering::Acquire);
         let mut index = segments.partition_point(|segment| segment.info.end_position() <= position);
         while let Some(segment) = segments.get(index) {
-            let Some(map) = &segment.map else { break };
-            let offset = map.advance_published();
+            let offset = segment.map.advance_published();
             position = position.max(segment.info.base_position + offset);
             if offset < segment.info.size_bytes {
                 break;
@@ -338,10 +363,7 @@ impl Log {
             let start = from.max(segment.info.base_position) - segment.info.base_position;
             let end = to.min(segment.info.end_position()) - segment.info.base_position;
             match self.options.sync_mode {
-                SyncMode::Msync => {
-                    let map = segment.map.as_ref().expect("unsynced bytes are in segments appended to by this process");
-                    fs::msync(map, start, end - start, &segment.path)?;
-                }
+                SyncMode::Msync => fs::msync(&segment.map, start, end - start, &segment.path)?,
                 SyncMode::Fdatasync => fs::fdatasync(&segment.file, &segment.path)?,
                 SyncMode::None => {}
             }
@@ -408,6 +430,39 @@ impl Log {
                 Err(Error::corrupt(&segment.path, offset, invalid.to_string()))
             }
             Step::Invalid(invalid) => Err(Error::invalid(format!("no record published at position {}: {invalid}", position.0))),
+        }
+    }
+
+    /// The kind and payload of the data record at `position`, without copying: the
+    /// `Bytes` shares the mapped segment and keeps it mapped (even once released). The
+    /// record's checksum is verified. Falls back to [`Log::read`] (a copy) for a record
+    /// whose append returned while one below it is still being written.
+    pub fn read_shared(&self, position: Position) -> Result<(RecordKind, bytes::Bytes)> {
+        let segment = self.segment_at(position.0).ok_or_else(|| Error::invalid(format!("no segment holds position {}", position.0)))?;
+        let offset = position.0 - segment.info.base_position;
+        let frontier = match &self.appender {
+            Some(_) if position.0 >= self.published_position.load(Ordering::Acquire) => self.published_frontier(),
+            _ => self.published_position.load(Ordering::Acquire),
+        };
+        let published = position.0 < frontier && offset >= SEGMENT_HEADER_SIZE;
+        let Some(header) = published.then(|| segment.map.published_bytes(offset, RECORD_HEADER_SIZE as u64)).flatten() else {
+            let record = self.read(position)?;
+            return Ok((record.kind, bytes::Bytes::from(record.payload)));
+        };
+        let header = record::RecordHeader::read_from_bytes(&header).map_err(|_| Error::corrupt(&segment.path, offset, "short header"))?;
+        let span = match header.span_bytes() {
+            Some(span) if header.kind().is_data() => span,
+            _ => return Err(Error::invalid(format!("no data record at position {}", position.0))),
+        };
+        let bytes = segment
+            .map
+            .published_bytes(offset, span)
+            .ok_or_else(|| Error::corrupt(&segment.path, offset, "record extends past the published log"))?;
+        let expected = record::Expected { generation: segment.info.generation, position: position.0 };
+        match record::decode(&bytes, expected) {
+            record::Decoded::Record(found) => Ok((found.kind, bytes.slice_ref(found.payload))),
+            record::Decoded::Unwritten => Err(Error::corrupt(&segment.path, offset, "unwritten bytes below the published position")),
+            record::Decoded::Invalid(invalid) => Err(Error::corrupt(&segment.path, offset, invalid.to_string())),
         }
     }
 
@@ -526,7 +581,7 @@ impl Iterator for LogIter {
     }
 }
 
-fn into_segment(file: SegmentFile, map: Option<Arc<SegmentMap>>) -> Segment {
+fn into_segment(file: SegmentFile, map: Arc<SegmentMap>) -> Segment {
     Segment { info: file.info, path: file.path, file: file.file, map }
 }
 
@@ -584,10 +639,10 @@ fn open_segment_files(directory: &Path, writable: bool) -> Result<Vec<SegmentFil
     Ok(files)
 }
 
-fn find_end(files: &[SegmentFile]) -> Result<LogEnd> {
+fn find_end(files: &[SegmentFile], visit: &mut dyn FnMut(Position, RecordKind, &[u8])) -> Result<LogEnd> {
     let sources: Vec<SegmentSource<'_, File>> =
         files.iter().map(|file| SegmentSource { info: file.info, path: &file.path, source: &file.file }).collect();
-    recovery::find_log_end(&sources, &mut |_, _| {})
+    recovery::find_log_end(&sources, &mut |_, record| visit(Position(record.position), record.kind, record.payload))
 }
 
 /// Zeroes what lies past the valid log in its last segment, deletes later segments

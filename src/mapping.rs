@@ -103,6 +103,21 @@ impl SegmentMap {
         Ok(Self::from_memory(Memory { raw }, size_bytes, base_position, generation, published_offset))
     }
 
+    /// Maps `file` for reading only: for read-only logs, whose segments are never
+    /// appended to. Every byte below `published_offset` must be a recovered record.
+    #[cfg(not(loom))]
+    pub fn map_file_read_only(
+        file: &std::fs::File,
+        size_bytes: u64,
+        base_position: u64,
+        generation: u32,
+        published_offset: u64,
+    ) -> io::Result<Self> {
+        check_geometry(size_bytes, published_offset)?;
+        let raw = memmap2::MmapOptions::new().len(size_bytes as usize).map_raw_read_only(file)?;
+        Ok(Self::from_memory(Memory { raw }, size_bytes, base_position, generation, published_offset))
+    }
+
     /// A map of zeroed memory backed by no file: for tests and models.
     pub fn anonymous(size_bytes: u64, base_position: u64, generation: u32, published_offset: u64) -> io::Result<Self> {
         check_geometry(size_bytes, published_offset)?;
@@ -170,6 +185,21 @@ impl SegmentMap {
         true
     }
 
+    /// Published bytes at `offset`, shared without copying: the `Bytes` keeps this map
+    /// alive. `None` when any of them is not below the published frontier.
+    #[cfg(not(loom))]
+    pub fn published_bytes(self: &Arc<Self>, offset: u64, length_bytes: u64) -> Option<bytes::Bytes> {
+        let frontier = self.published_offset.load(Ordering::Acquire);
+        if offset.checked_add(length_bytes)? > frontier {
+            return None;
+        }
+        Some(bytes::Bytes::from_owner(PublishedBytes {
+            map: Arc::clone(self),
+            offset: offset as usize,
+            length_bytes: length_bytes as usize,
+        }))
+    }
+
     /// `msync(MS_SYNC)` of the pages holding `[offset, offset + length)`.
     pub fn sync_range(&self, offset: u64, length: u64) -> io::Result<()> {
         if offset.checked_add(length).is_none_or(|end| end > self.size_bytes) {
@@ -186,10 +216,12 @@ impl SegmentMap {
 }
 
 fn check_geometry(size_bytes: u64, published_offset: u64) -> io::Result<()> {
+    // A sealed segment is published to its very end; an open one has room for the seal.
+    let room = published_offset == size_bytes || published_offset + RECORD_HEADER_SIZE as u64 <= size_bytes;
     let fits = size_bytes <= MAX_SEGMENT_SIZE_BYTES
         && size_bytes % RECORD_ALIGNMENT as u64 == 0
         && published_offset % RECORD_ALIGNMENT as u64 == 0
-        && published_offset + RECORD_HEADER_SIZE as u64 <= size_bytes;
+        && room;
     if fits {
         Ok(())
     } else {
@@ -197,6 +229,27 @@ fn check_geometry(size_bytes: u64, published_offset: u64) -> io::Result<()> {
             io::ErrorKind::InvalidInput,
             format!("segment of {size_bytes} bytes cannot start appending at {published_offset}"),
         ))
+    }
+}
+
+/// Published bytes of a mapping, owned by a `Bytes`.
+#[cfg(not(loom))]
+struct PublishedBytes {
+    map: Arc<SegmentMap>,
+    offset: usize,
+    length_bytes: usize,
+}
+
+#[cfg(not(loom))]
+impl AsRef<[u8]> for PublishedBytes {
+    fn as_ref(&self) -> &[u8] {
+        let raw = &self.map.memory.raw;
+        assert!(self.offset + self.length_bytes <= raw.len());
+        // SAFETY: in bounds (asserted); the bytes were below the published frontier when this
+        // was made, and published bytes are never written again (point 2); the map lives as
+        // long as `self.map`, which this value owns (point 3's reasoning needs no ring here:
+        // the Arc alone keeps the mapping).
+        unsafe { std::slice::from_raw_parts(raw.as_ptr().add(self.offset), self.length_bytes) }
     }
 }
 
