@@ -43,6 +43,8 @@ pub mod recovery;
 #[cfg(not(loom))]
 pub mod segment;
 #[cfg(not(loom))]
+pub mod snapshotter;
+#[cfg(not(loom))]
 pub mod storage;
 
 pub use error::{Error, Result};
@@ -51,6 +53,8 @@ pub use log::{Appended, Log, LogIter, Position, Record, RecoveryReport};
 #[cfg(not(loom))]
 pub use options::{Options, SyncMode, MIN_SEGMENT_SIZE_BYTES};
 pub use record::RecordKind;
+#[cfg(not(loom))]
+pub use snapshotter::Snapshotter;
 #[cfg(not(loom))]
 pub use storage::{SnapshotMarker, Storage};
 

@@ -9,7 +9,9 @@ import (
 	"os"
 	"path/filepath"
 
+	"go.etcd.io/etcd/etcdserver/api/snap"
 	"go.etcd.io/etcd/raft/raftpb"
+	"go.uber.org/zap"
 )
 
 type marshaler interface {
@@ -48,6 +50,15 @@ func main() {
 		{"snapshot_metadata", &raftpb.SnapshotMetadata{ConfState: confState, Index: 1000, Term: 7}},
 		{"snapshot_empty", &raftpb.Snapshot{}},
 		{"snapshot", &raftpb.Snapshot{Data: []byte("state machine"), Metadata: raftpb.SnapshotMetadata{ConfState: confState, Index: 1000, Term: 7}}},
+	}
+	// A snapshot file as etcd's Snapshotter writes it (named term-index.snap).
+	snapDir := filepath.Join(out, "snap")
+	if err := os.MkdirAll(snapDir, 0755); err != nil {
+		panic(err)
+	}
+	snapshot := raftpb.Snapshot{Data: []byte("state machine"), Metadata: raftpb.SnapshotMetadata{ConfState: confState, Index: 1000, Term: 7}}
+	if err := snap.New(zap.NewNop(), snapDir).SaveSnap(snapshot); err != nil {
+		panic(err)
 	}
 	for _, c := range cases {
 		bytes, err := c.message.Marshal()
