@@ -235,6 +235,11 @@ impl Log {
         &self.directory
     }
 
+    /// Whether the log was opened read-only.
+    pub fn is_read_only(&self) -> bool {
+        self.appender.is_none()
+    }
+
     /// The largest payload one record may carry.
     pub fn max_payload_bytes(&self) -> u64 {
         match &self.appender {
@@ -487,10 +492,10 @@ impl Log {
                 released.push(segments.remove(0));
             }
         }
+        // Oldest first, each removal synced before the next: a power loss then leaves a
+        // log missing a prefix (what a release looks like), never one with a hole.
         for segment in &released {
             std::fs::remove_file(&segment.path).map_err(|source| Error::io("remove segment", &segment.path, source))?;
-        }
-        if !released.is_empty() {
             fs::sync_directory(&self.directory).map_err(|error| self.commit.poison(error))?;
         }
         Ok(released.len())

@@ -71,6 +71,9 @@ struct State {
     hard_state_position: Option<u64>,
     /// Snapshot markers still in the log, in log order, with their positions.
     snapshots: Vec<(SnapshotMarker, u64)>,
+    /// The highest index any snapshot marker in the log ever had: entries at or below it
+    /// are committed and may not be written again.
+    highest_marker_index: u64,
     /// The snapshot the entries start after: the one opened at, or a later one the
     /// index was compacted to.
     snapshot: SnapshotMarker,
@@ -122,6 +125,16 @@ fn entry_term_and_index(mut payload: &[u8]) -> std::result::Result<(u64, u64), &
     Ok((term, index))
 }
 
+impl State {
+    /// Whether an entry at `index` starts the log afresh: it lies past the last entry
+    /// plus one, right after a snapshot marker (a follower installed a snapshot beyond
+    /// its log and continues from there).
+    fn restarts_at(&self, index: u64) -> bool {
+        let last = self.index.last_index().unwrap_or(self.snapshot.index);
+        index > last + 1 && (self.snapshot.index + 1 == index || self.snapshots.iter().any(|(marker, _)| marker.index + 1 == index))
+    }
+}
+
 /// Replays records in log order into a `State` (etcd's ReadAll rules, minus its bugs).
 struct Replay {
     start: SnapshotMarker,
@@ -149,6 +162,10 @@ impl Replay {
         match kind {
             kind::ENTRY => {
                 let (term, index) = entry_term_and_index(payload).map_err(|reason| bad(reason.to_string()))?;
+                // A snapshot installed beyond the log lets the log restart after it.
+                if self.state.restarts_at(index) {
+                    self.state.index.clear();
+                }
                 // Applied to every entry, also those at or below the start snapshot: an
                 // overwrite there still drops the stale entries above it.
                 self.state
@@ -181,6 +198,7 @@ impl Replay {
                     }
                     self.matched = true;
                 }
+                self.state.highest_marker_index = self.state.highest_marker_index.max(marker.index);
                 self.state.snapshots.push((marker, position));
             }
             other => return Err(bad(format!("record kind {} is not one of the Raft layer's", other.0))),
@@ -237,6 +255,12 @@ impl Storage {
     /// Opens the log in `directory` for appending, replaying it from the snapshot marker
     /// `snapshot` (which must be in the log, with the same term).
     pub fn open(directory: impl AsRef<Path>, snapshot: &SnapshotMarker, options: Options) -> Result<Storage> {
+        let directory = directory.as_ref();
+        if !holds_segments(directory)? {
+            // Never create a log here: that is `create`'s job, and a half-made one would
+            // make a later `create` fail.
+            return Err(Error::io("open log", directory, std::io::Error::new(std::io::ErrorKind::NotFound, "no log segments here")));
+        }
         let mut replay = Replay::new(snapshot.clone());
         let log = Log::open_with(directory, options, &mut |position, kind, payload| replay.visit(position, kind, payload))?;
         let state = replay.finish()?;
@@ -303,6 +327,7 @@ impl Storage {
         if hard_state.is_empty() && entries.is_empty() {
             return Ok(());
         }
+        self.check_writable()?;
         let limit = self.log.max_payload_bytes();
         for pair in entries.windows(2) {
             if pair[1].index != pair[0].index + 1 {
@@ -315,8 +340,15 @@ impl Storage {
         let mut end = None;
         let sync = {
             let mut state = self.write_state();
-            if let (Some(first), Some(last)) = (entries.first(), state.index.last_index()) {
-                if first.index > last + 1 {
+            if let Some(first) = entries.first() {
+                if first.index <= state.highest_marker_index {
+                    // Committed under a snapshot: Raft never rewrites those.
+                    return Err(Error::Compacted { index: first.index, first_index: state.highest_marker_index + 1 });
+                }
+                let last = state.index.last_index().unwrap_or(state.snapshot.index);
+                if state.restarts_at(first.index) {
+                    state.index.clear();
+                } else if first.index > last + 1 {
                     return Err(Error::EntryGap { expected: last + 1, found: first.index });
                 }
             }
@@ -347,9 +379,11 @@ impl Storage {
     /// Save the snapshot file itself first (see [`crate::Snapshotter`]), so that a
     /// marker always has its file.
     pub fn save_snapshot(&self, marker: &SnapshotMarker) -> Result<()> {
+        self.check_writable()?;
         let appended = {
             let mut state = self.write_state();
             let appended = self.log.append(kind::SNAPSHOT, &marker.encode_to_vec())?;
+            state.highest_marker_index = state.highest_marker_index.max(marker.index);
             state.snapshots.push((marker.clone(), appended.position.0));
             appended
         };
@@ -358,7 +392,15 @@ impl Storage {
 
     /// Continues the log in a new segment.
     pub fn cut(&self) -> Result<()> {
+        self.check_writable()?;
         self.log.cut()
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if self.log.is_read_only() {
+            return Err(Error::ReadOnly);
+        }
+        Ok(())
     }
 
     /// Releases the log below the newest durable snapshot marker at or below `index`:
@@ -368,6 +410,7 @@ impl Storage {
     /// go. Never releases anything not covered by a durable snapshot. Returns the number
     /// of segment files deleted.
     pub fn release_to(&self, index: u64) -> Result<usize> {
+        self.check_writable()?;
         let mut state = self.write_state();
         let durable = self.log.durable_position().0;
         let Some((marker, marker_position)) =
@@ -375,24 +418,26 @@ impl Storage {
         else {
             return Ok(0);
         };
+        // Keep every entry still held above the snapshot (its first one may lie after an
+        // older marker's successor was compacted away).
         let mut limit = marker_position;
-        if let Some(position) = state.index.position(marker.index + 1) {
+        let first_live_index = (marker.index + 1).max(state.index.first_index().unwrap_or(u64::MAX));
+        if let Some(position) = state.index.position(first_live_index) {
             limit = limit.min(position);
         }
-        let mut carried_end = None;
         if state.hard_state_position.is_some_and(|position| position < limit) {
             let appended = self.log.append(kind::HARD_STATE, &state.hard_state.encode_to_vec())?;
             state.hard_state_position = Some(appended.position.0);
-            carried_end = Some(appended.end);
         }
         if state.metadata_position < limit {
             let appended = self.log.append(kind::METADATA, &state.metadata)?;
             state.metadata_position = appended.position.0;
-            carried_end = Some(appended.end);
         }
-        if let Some(end) = carried_end {
-            self.log.wait_durable(end)?;
-        }
+        // Everything written so far must be durable before anything is deleted: the hard
+        // state that commits the snapshot (a commit-only save is not synced by itself;
+        // without it a power loss leaves no committed marker to boot from, etcd#10219),
+        // and whatever was carried forward.
+        self.log.wait_durable(self.log.published_position())?;
         let released = self.log.release_to(Position(limit))?;
         let first_position = self.log.first_position().0;
         state.snapshots.retain(|(_, position)| *position >= first_position);
