@@ -130,7 +130,7 @@ fn image_directory(image: &BTreeMap<String, Vec<u8>>) -> tempfile::TempDir {
 /// A Raft-like workload: appends, overwrites of the uncommitted suffix in a new term,
 /// commit-only and term changes, cuts, snapshots at committed indexes and releases to
 /// them, with entries of every size over small segments.
-fn next_action(rng: &mut StdRng, model: &Model, storage: &Storage, newest_marker: &SnapshotMarker) -> Action {
+fn next_action(rng: &mut StdRng, model: &Model, newest_marker: &SnapshotMarker) -> Action {
     let hs = model.hard_state;
     let (term, commit, last) = (hs.term.max(1), hs.commit, model.last_index());
     loop {
@@ -175,7 +175,7 @@ fn every_step_of_a_workload_recovers_from_a_crash() {
     let mut unsynced_hard_states = vec![HardState::default()];
     let (mut images, mut releases_imaged) = (0, 0);
     for step in 0..200 {
-        let action = next_action(&mut rng, &model, &storage, markers.last().unwrap());
+        let action = next_action(&mut rng, &model, markers.last().unwrap());
         let before = matches!(action, Action::Release(_)).then(|| segment_image(&path));
         match &action {
             Action::Save(state, batch) => {
