@@ -56,7 +56,13 @@ pub fn find_log_end<S: ReadAt + ?Sized>(
 ) -> Result<LogEnd> {
     assert!(!segments.is_empty(), "a log has at least one segment");
     let mut data_records = 0;
+    if let Some(first) = segments.first() {
+        first.source.prefetch();
+    }
     for (segment_index, segment) in segments.iter().enumerate() {
+        if let Some(next) = segments.get(segment_index + 1) {
+            next.source.prefetch();
+        }
         let mut buffer = ReadBuffer::new(READ_CHUNK_BYTES);
         let mut reader = SegmentReader::new(segment.source, segment.path, segment.info, &mut buffer);
         let mut offset = first_record_offset();

@@ -525,6 +525,38 @@ impl Storage {
         Ok(entries)
     }
 
+    /// Calls `visit` with every live entry from `low` on, in index order, until it
+    /// returns `false`. Streams the log with positioned reads into a small buffer instead
+    /// of mapping it, so a scan of the whole log keeps memory flat (what `entries` maps
+    /// stays resident while the returned `Bytes` live). Entries overwritten by later
+    /// saves are skipped.
+    pub fn for_each_entry(&self, low: u64, mut visit: impl FnMut(Entry) -> bool) -> Result<()> {
+        let state = self.read_state();
+        let Some(start) = state.index.position(low) else {
+            if state.index.last_index().is_none_or(|last| low == last + 1) && low > state.snapshot.index {
+                return Ok(());
+            }
+            return Err(out_of_range(&state, low));
+        };
+        for record in self.log.iter_from(Position(start)) {
+            let record = record?;
+            if record.kind != kind::ENTRY {
+                continue;
+            }
+            let (_, index) = entry_term_and_index(&record.payload)
+                .map_err(|reason| Error::BadRecord { position: record.position.0, reason: reason.into() })?;
+            if state.index.position(index) != Some(record.position.0) {
+                continue;
+            }
+            let entry = Entry::decode(Bytes::from(record.payload))
+                .map_err(|error| Error::BadRecord { position: record.position.0, reason: error.to_string() })?;
+            if !visit(entry) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     fn read_entry(&self, position: u64) -> Result<Entry> {
         let (kind, payload): (RecordKind, Bytes) = self.log.read_shared(Position(position))?;
         if kind != kind::ENTRY {
