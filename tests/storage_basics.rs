@@ -78,3 +78,31 @@ fn create_refuses_an_existing_log() {
     drop(Storage::create(&path, b"", options()).unwrap());
     assert!(matches!(Storage::create(&path, b"", options()), Err(Error::AlreadyExists { .. })));
 }
+
+#[test]
+fn streaming_every_entry_skips_overwritten_ones_and_stops_when_asked() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("wal");
+    let storage = Storage::create(&path, b"", options()).unwrap();
+    storage.save(&HardState { term: 1, vote: 1, commit: 0 }, &entries(1..=50, 1)).unwrap();
+    storage.save(&HardState { term: 2, vote: 1, commit: 0 }, &entries(20..=30, 2)).unwrap();
+    let mut seen = Vec::new();
+    storage
+        .for_each_entry(1, |entry| {
+            seen.push((entry.index, entry.term));
+            true
+        })
+        .unwrap();
+    let expected: Vec<(u64, u64)> = (1..=19).map(|index| (index, 1)).chain((20..=30).map(|index| (index, 2))).collect();
+    assert_eq!(seen, expected, "entries 31..50 of term 1 were dropped by the overwrite at 20");
+    let mut first_three = Vec::new();
+    storage
+        .for_each_entry(5, |entry| {
+            first_three.push(entry.index);
+            first_three.len() < 3
+        })
+        .unwrap();
+    assert_eq!(first_three, vec![5, 6, 7]);
+    storage.for_each_entry(31, |_| panic!("nothing after the last entry")).unwrap();
+    assert!(matches!(storage.for_each_entry(32, |_| true), Err(Error::Unavailable { .. })));
+}
