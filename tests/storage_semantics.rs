@@ -543,7 +543,11 @@ fn a_save_at_or_below_a_snapshot_is_refused_as_compacted() {
         ),
         case(
             "overwrite below a snapshot not yet released",
-            vec![Save(hs(1, 6), run(1..=8, 1)), Snapshot(marker(6, 1)), SaveFails(hs(2, 6), run(6..=7, 2), "Compacted { index: 6, first_index: 7 }")],
+            vec![
+                Save(hs(1, 6), run(1..=8, 1)),
+                Snapshot(marker(6, 1)),
+                SaveFails(hs(2, 6), run(6..=7, 2), "Compacted { index: 6, first_index: 7 }"),
+            ],
             state(hs(1, 6), &terms(1..=8, 1)),
         ),
     ]);
