@@ -1,1 +1,253 @@
-fn main() {}
+//! Criterion benchmarks of the append paths and of the record codec.
+//!
+//! `cargo bench --bench append` (add `-- --quick` for a short run). Logs live in a
+//! temporary directory under `target/` (or `SEGSTORE_BENCH_DIR`), never on tmpfs.
+//! `SEGSTORE_BENCH_SEGMENT_MIB` sets the segment size of the non-durable benchmarks.
+
+mod support;
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use segstore::record::{self, data_span_bytes, Decoded, Expected, RecordFlags, RecordHeader, RECORD_HEADER_SIZE};
+use segstore::segment::SEGMENT_HEADER_SIZE;
+use segstore::{Log, RecordKind, SyncMode};
+
+const KIND: RecordKind = RecordKind(16);
+
+/// A log that is replaced by a fresh one, outside the timed region, before a batch of
+/// appends would fill its segment: rotation (and the background zero-fill of the next
+/// segment it triggers) is not what these benchmarks measure.
+struct LogSlot {
+    segment_size_bytes: u64,
+    sync_mode: SyncMode,
+    used_bytes: u64,
+    log: Option<Arc<Log>>,
+    dir: Option<tempfile::TempDir>,
+}
+
+impl LogSlot {
+    fn new(segment_size_bytes: u64, sync_mode: SyncMode) -> Self {
+        LogSlot { segment_size_bytes, sync_mode, used_bytes: 0, log: None, dir: None }
+    }
+
+    /// Bytes of records one segment holds (the seal's padding header needs room too).
+    fn capacity_bytes(&self) -> u64 {
+        self.segment_size_bytes - SEGMENT_HEADER_SIZE - RECORD_HEADER_SIZE as u64
+    }
+
+    /// A log with room for `bytes` more record bytes in its current segment.
+    fn with_room(&mut self, bytes: u64) -> &Arc<Log> {
+        assert!(bytes <= self.capacity_bytes());
+        if self.log.is_none() || self.used_bytes + bytes > self.capacity_bytes() {
+            // Drop the old log before its directory, then start clean.
+            self.log = None;
+            self.dir = None;
+            let dir = support::temp_dir();
+            self.log = Some(Arc::new(support::open_quiet(dir.path(), self.segment_size_bytes, self.sync_mode)));
+            self.dir = Some(dir);
+            self.used_bytes = 0;
+        }
+        self.used_bytes += bytes;
+        self.log.as_ref().expect("opened above")
+    }
+}
+
+fn segment_size_bytes() -> u64 {
+    let mib: u64 = std::env::var("SEGSTORE_BENCH_SEGMENT_MIB").ok().and_then(|value| value.parse().ok()).unwrap_or(256);
+    mib.clamp(1, 1024) << 20
+}
+
+/// Appender threads kept across samples: spawning threads per sample would dominate
+/// short samples (as `--quick` takes).
+struct Pool {
+    shared: Arc<PoolShared>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+}
+
+struct Job {
+    log: Arc<Log>,
+    records: u64,
+    payload: Arc<Vec<u8>>,
+}
+
+#[derive(Default)]
+struct PoolState {
+    generation: u64,
+    job: Option<Arc<Job>>,
+    spans: Vec<(Instant, Instant)>,
+    shutdown: bool,
+}
+
+#[derive(Default)]
+struct PoolShared {
+    state: Mutex<PoolState>,
+    changed: Condvar,
+}
+
+impl Pool {
+    fn new(threads: usize) -> Pool {
+        let shared = Arc::new(PoolShared::default());
+        let workers = (0..threads)
+            .map(|index| {
+                let shared = Arc::clone(&shared);
+                std::thread::spawn(move || worker(&shared, index, threads))
+            })
+            .collect();
+        Pool { shared, workers }
+    }
+
+    /// Appends `records` spread over the workers; returns the wall time from the first
+    /// worker's start to the last one's end (each worker reads its own clock).
+    fn run(&self, log: &Arc<Log>, records: u64, payload: &Arc<Vec<u8>>) -> Duration {
+        let job = Arc::new(Job { log: Arc::clone(log), records, payload: Arc::clone(payload) });
+        let mut state = self.shared.state.lock().unwrap();
+        state.job = Some(job);
+        state.spans.clear();
+        state.generation += 1;
+        self.shared.changed.notify_all();
+        while state.spans.len() < self.workers.len() {
+            state = self.shared.changed.wait(state).unwrap();
+        }
+        state.job = None;
+        let first = state.spans.iter().map(|span| span.0).min().expect("workers");
+        let last = state.spans.iter().map(|span| span.1).max().expect("workers");
+        last - first
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.shared.state.lock().unwrap().shutdown = true;
+        self.shared.changed.notify_all();
+        for worker in self.workers.drain(..) {
+            let _ = worker.join();
+        }
+    }
+}
+
+fn worker(shared: &PoolShared, index: usize, threads: usize) {
+    let mut seen = 0;
+    loop {
+        let job = {
+            let mut state = shared.state.lock().unwrap();
+            while !state.shutdown && state.generation == seen {
+                state = shared.changed.wait(state).unwrap();
+            }
+            if state.shutdown {
+                return;
+            }
+            seen = state.generation;
+            Arc::clone(state.job.as_ref().expect("a new generation carries a job"))
+        };
+        let share = job.records / threads as u64 + u64::from((index as u64) < job.records % threads as u64);
+        let start = Instant::now();
+        for _ in 0..share {
+            black_box(job.log.append(KIND, &job.payload).expect("append"));
+        }
+        let end = Instant::now();
+        drop(job);
+        shared.state.lock().unwrap().spans.push((start, end));
+        shared.changed.notify_all();
+    }
+}
+
+/// Appends `records` payloads on this thread, or on the pool's threads if given.
+fn append_records(log: &Arc<Log>, pool: Option<&Pool>, records: u64, payload: &Arc<Vec<u8>>) -> Duration {
+    match pool {
+        Some(pool) => pool.run(log, records, payload),
+        None => {
+            let start = Instant::now();
+            for _ in 0..records {
+                black_box(log.append(KIND, payload).expect("append"));
+            }
+            start.elapsed()
+        }
+    }
+}
+
+fn nondurable(c: &mut Criterion) {
+    let segment_size_bytes = segment_size_bytes();
+    let mut group = c.benchmark_group("append_nondurable");
+    group.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    for threads in [1usize, 4] {
+        for payload_bytes in [64usize, 1024, 64 * 1024] {
+            let payload = Arc::new(support::payload(payload_bytes));
+            let span = data_span_bytes(payload_bytes as u64);
+            let mut slot = LogSlot::new(segment_size_bytes, SyncMode::None);
+            let pool = (threads > 1).then(|| Pool::new(threads));
+            let per_segment = slot.capacity_bytes() / span;
+            group.throughput(Throughput::Bytes(payload_bytes as u64));
+            group.bench_function(BenchmarkId::new(format!("{threads}t"), payload_bytes), |bencher| {
+                bencher.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    let mut remaining = iters;
+                    while remaining > 0 {
+                        let chunk = remaining.min(per_segment);
+                        let log = slot.with_room(chunk * span);
+                        total += append_records(log, pool.as_ref(), chunk, &payload);
+                        remaining -= chunk;
+                    }
+                    total
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+fn durable(c: &mut Criterion) {
+    let payload = support::payload(256);
+    let span = data_span_bytes(256);
+    let mut group = c.benchmark_group("append_durable_256B");
+    group.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    group.throughput(Throughput::Elements(1));
+    for (name, sync_mode) in [("msync", SyncMode::Msync), ("fdatasync", SyncMode::Fdatasync)] {
+        let mut slot = LogSlot::new(64 << 20, sync_mode);
+        let per_segment = slot.capacity_bytes() / span;
+        group.bench_function(name, |bencher| {
+            bencher.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                let mut remaining = iters;
+                while remaining > 0 {
+                    let chunk = remaining.min(per_segment);
+                    let log = slot.with_room(chunk * span);
+                    let start = Instant::now();
+                    for _ in 0..chunk {
+                        black_box(log.append_durable(KIND, &payload).expect("durable append"));
+                    }
+                    total += start.elapsed();
+                    remaining -= chunk;
+                }
+                total
+            })
+        });
+    }
+    group.finish();
+}
+
+fn codec(c: &mut Criterion) {
+    let payload = support::payload(256);
+    let expected = Expected { generation: 0x5eed_1234, position: 4096 };
+    let encoded = record::encode_to_vec(KIND, &payload, expected, 0);
+    let header = RecordHeader::new(KIND, RecordFlags::empty(), 256, expected.generation, expected.position, 0);
+    let mut group = c.benchmark_group("codec_256B");
+    group.sample_size(20).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    group.throughput(Throughput::Bytes(256));
+    group.bench_function("crc32c_payload", |bencher| bencher.iter(|| crc32c::crc32c(black_box(&payload))));
+    group.bench_function("record_crc", |bencher| bencher.iter(|| record::record_crc(black_box(&header), black_box(&payload))));
+    group.bench_function("encode_to_vec", |bencher| {
+        bencher.iter(|| record::encode_to_vec(KIND, black_box(&payload), black_box(expected), 0))
+    });
+    group.bench_function("decode", |bencher| {
+        bencher.iter(|| match record::decode(black_box(&encoded), black_box(expected)) {
+            Decoded::Record(found) => found.span_bytes,
+            other => panic!("the encoded record does not decode: {other:?}"),
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, codec, durable, nondurable);
+criterion_main!(benches);
