@@ -80,6 +80,14 @@ pub(crate) fn write_zeros(file: &File, start: u64, end: u64, path: &Path) -> Res
     Ok(())
 }
 
+/// Flushes the zeros written so far into a segment being prepared (part of zero-filling,
+/// so it shares that fault point).
+pub(crate) fn flush_zero_fill(file: &File, path: &Path) -> Result<()> {
+    fault::check(FaultPoint::ZeroFill, path)
+        .and_then(|()| rustix::fs::fdatasync(file).map_err(Into::into))
+        .map_err(|source| Error::io("flush zero-fill", path, source))
+}
+
 /// Reads exactly `buffer.len()` bytes at `offset`; a short file is an error.
 pub(crate) fn read_exact_at(file: &File, buffer: &mut [u8], offset: u64, path: &Path) -> Result<()> {
     file.read_exact_at(buffer, offset).map_err(|source| Error::io("read", path, source))

@@ -140,17 +140,37 @@ impl<'a, S: ReadAt + ?Sized> SegmentReader<'a, S> {
     /// records that validate, stepping over each one found. Calls `found` with each.
     pub(crate) fn search_valid_records(&mut self, mut offset: u64, found: &mut dyn FnMut(&DecodedRecord<'_>)) -> Result<()> {
         let size_bytes = self.info.size_bytes;
-        while offset + RECORD_HEADER_SIZE as u64 <= size_bytes {
-            let expected = Expected { generation: self.info.generation, position: self.info.base_position + offset };
-            let plausible = record::header_if_plausible(self.bytes_at(offset, RECORD_HEADER_SIZE as u64)?, expected).is_some();
+        let header_bytes = RECORD_HEADER_SIZE as u64;
+        while offset + header_bytes <= size_bytes {
+            // A record names its own position at bytes 16..24: look for that first, a
+            // word compare per boundary over a whole buffered chunk.
+            let chunk_end = (offset + self.buffer.chunk_bytes.max(header_bytes)).min(size_bytes);
+            let base_position = self.info.base_position;
+            let bytes = self.bytes_at(offset, chunk_end - offset)?;
+            let mut candidate = None;
+            let mut relative = 0usize;
+            while offset + relative as u64 + header_bytes <= chunk_end {
+                let word: [u8; 8] = bytes[relative + 16..relative + 24].try_into().expect("8 bytes");
+                if u64::from_le_bytes(word) == base_position + offset + relative as u64 {
+                    candidate = Some(offset + relative as u64);
+                    break;
+                }
+                relative += record::RECORD_ALIGNMENT;
+            }
+            let Some(candidate) = candidate else {
+                offset += relative as u64;
+                continue;
+            };
+            let expected = Expected { generation: self.info.generation, position: base_position + candidate };
+            let plausible = record::header_if_plausible(self.bytes_at(candidate, header_bytes)?, expected).is_some();
             if plausible {
-                if let Step::Record(record) = self.step(offset)? {
+                if let Step::Record(record) = self.step(candidate)? {
                     found(&record);
-                    offset += record.span_bytes;
+                    offset = candidate + record.span_bytes;
                     continue;
                 }
             }
-            offset += record::RECORD_ALIGNMENT as u64;
+            offset = candidate + record::RECORD_ALIGNMENT as u64;
         }
         Ok(())
     }

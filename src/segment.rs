@@ -22,6 +22,8 @@ pub const SEGMENT_MAGIC: [u8; 8] = *b"SEGSTORE";
 pub const SEGMENT_FORMAT_VERSION: u32 = 1;
 pub(crate) const SEGMENT_SUFFIX: &str = ".seg";
 pub(crate) const TEMPORARY_SUFFIX: &str = ".tmp";
+/// Bytes of zeros the preparer writes and flushes at a time.
+const PREPARE_CHUNK_BYTES: u64 = 256 * 1024;
 
 const _: () = assert!(std::mem::size_of::<SegmentHeader>() == SEGMENT_HEADER_SIZE as usize);
 const _: () = assert!(SEGMENT_HEADER_SIZE % crate::record::RECORD_ALIGNMENT as u64 == 0);
@@ -178,7 +180,16 @@ fn fill_and_install(file: &File, temporary: &Path, path: &Path, directory: &Path
     if fs::fallocate(file, info.size_bytes, temporary)? == Allocation::Unsupported {
         log::warn!("{}: fallocate is not supported here; allocating the segment by writing zeros", directory.display());
     }
-    fs::write_zeros(file, 0, info.size_bytes, temporary)?;
+    // In chunks, each flushed before the next is written: one fsync of the whole segment
+    // at the end would hold the disk for tens of milliseconds (64 MiB) and every append
+    // waiting for its own sync would wait behind it.
+    let mut chunk_start = 0;
+    while chunk_start < info.size_bytes {
+        let chunk_end = (chunk_start + PREPARE_CHUNK_BYTES).min(info.size_bytes);
+        fs::write_zeros(file, chunk_start, chunk_end, temporary)?;
+        fs::flush_zero_fill(file, temporary)?;
+        chunk_start = chunk_end;
+    }
     fs::write_header(file, info.encode().as_bytes(), 0, temporary)?;
     fs::fsync(file, temporary)?;
     fs::rename(temporary, path)?;
