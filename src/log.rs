@@ -481,14 +481,18 @@ impl Log {
     }
 
     /// Deletes every segment that lies wholly below both `position` and the durable
-    /// position, never the one being appended to, then syncs the directory.
+    /// position, never the one being appended to, then syncs the directory. A segment
+    /// whose bytes a [`Log::read_shared`] handle still holds is kept (with those after
+    /// it) until a later release finds it free.
     pub fn release_to(&self, position: Position) -> Result<usize> {
         self.appender()?;
         let limit = position.0.min(self.commit.durable_position());
         let mut released = Vec::new();
         {
             let mut segments = lock(&self.segments);
-            while segments.len() > 1 && segments[0].info.end_position() <= limit {
+            // A segment whose bytes are still handed out (zero-copy reads) stays, and so do
+            // the ones after it: a later release takes them.
+            while segments.len() > 1 && segments[0].info.end_position() <= limit && segments[0].map.shared_handles() == 0 {
                 released.push(segments.remove(0));
             }
         }

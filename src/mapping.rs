@@ -78,6 +78,8 @@ pub struct SegmentMap {
     /// Offset below which every byte is published: always a record boundary, or the
     /// segment's size once a padding record reaching the end is published.
     published_offset: AtomicU64,
+    /// Zero-copy handles (`published_bytes`) alive: the log keeps the file while any is.
+    shared_handles: AtomicU64,
 }
 
 impl std::fmt::Debug for SegmentMap {
@@ -125,7 +127,14 @@ impl SegmentMap {
     }
 
     fn from_memory(memory: Memory, size_bytes: u64, base_position: u64, generation: u32, published_offset: u64) -> Self {
-        SegmentMap { memory, size_bytes, base_position, generation, published_offset: AtomicU64::new(published_offset) }
+        SegmentMap {
+            memory,
+            size_bytes,
+            base_position,
+            generation,
+            published_offset: AtomicU64::new(published_offset),
+            shared_handles: AtomicU64::new(0),
+        }
     }
 
     pub fn size_bytes(&self) -> u64 {
@@ -193,11 +202,17 @@ impl SegmentMap {
         if offset.checked_add(length_bytes)? > frontier {
             return None;
         }
+        self.shared_handles.fetch_add(1, Ordering::AcqRel);
         Some(bytes::Bytes::from_owner(PublishedBytes {
             map: Arc::clone(self),
             offset: offset as usize,
             length_bytes: length_bytes as usize,
         }))
+    }
+
+    /// Zero-copy handles into this map still alive.
+    pub fn shared_handles(&self) -> u64 {
+        self.shared_handles.load(Ordering::Acquire)
     }
 
     /// `msync(MS_SYNC)` of the pages holding `[offset, offset + length)`.
@@ -238,6 +253,13 @@ struct PublishedBytes {
     map: Arc<SegmentMap>,
     offset: usize,
     length_bytes: usize,
+}
+
+#[cfg(not(loom))]
+impl Drop for PublishedBytes {
+    fn drop(&mut self) {
+        self.map.shared_handles.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 #[cfg(not(loom))]

@@ -121,3 +121,19 @@ fn reserved_kinds_are_refused() {
     let log = Log::open(directory.path(), small_options(SyncMode::None)).unwrap();
     assert!(matches!(log.append(RecordKind::PADDING, b"x"), Err(Error::InvalidArgument { .. })));
 }
+
+#[test]
+fn a_segment_is_not_deleted_while_a_shared_read_holds_its_bytes() {
+    let directory = tempfile::tempdir().unwrap();
+    let log = Log::open(directory.path(), small_options(SyncMode::Msync)).unwrap();
+    let first = log.append_durable(KIND, b"held").unwrap();
+    log.cut().unwrap();
+    let second = log.append_durable(KIND, b"later").unwrap();
+    let (_, held) = log.read_shared(first.position).unwrap();
+    assert_eq!(log.release_to(second.position).unwrap(), 0, "the first segment is still read");
+    assert_eq!(log.segment_count(), 2);
+    assert_eq!(&held[..], b"held");
+    drop(held);
+    assert_eq!(log.release_to(second.position).unwrap(), 1, "free now");
+    assert_eq!(log.segment_count(), 1);
+}
