@@ -126,13 +126,19 @@ pub fn file_name(sequence: u64, base_position: u64) -> String {
 
 /// The (sequence, base position) a segment file name carries.
 pub fn parse_file_name(name: &str) -> Option<(u64, u64)> {
-    let stem = name.strip_suffix(SEGMENT_SUFFIX)?;
-    let (sequence, base_position) = stem.split_once('-')?;
+    parse_hex_pair_name(name, SEGMENT_SUFFIX)
+}
+
+/// The two numbers of a `{:016x}-{:016x}{suffix}` name (etcd's naming scheme, used for
+/// segments and snapshot files): exactly 16 lower-case hex digits each.
+pub(crate) fn parse_hex_pair_name(name: &str, suffix: &str) -> Option<(u64, u64)> {
+    let stem = name.strip_suffix(suffix)?;
+    let (first, second) = stem.split_once('-')?;
     let is_hex16 = |text: &str| text.len() == 16 && text.bytes().all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte));
-    if !is_hex16(sequence) || !is_hex16(base_position) {
+    if !is_hex16(first) || !is_hex16(second) {
         return None;
     }
-    Some((u64::from_str_radix(sequence, 16).ok()?, u64::from_str_radix(base_position, 16).ok()?))
+    Some((u64::from_str_radix(first, 16).ok()?, u64::from_str_radix(second, 16).ok()?))
 }
 
 /// A segment file, open.

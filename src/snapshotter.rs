@@ -43,14 +43,9 @@ pub fn snapshot_file_name(term: u64, index: u64) -> String {
     format!("{term:016x}-{index:016x}{SNAPSHOT_SUFFIX}")
 }
 
+/// The (term, index) a snapshot file name carries.
 fn parse_snapshot_file_name(name: &str) -> Option<(u64, u64)> {
-    let stem = name.strip_suffix(SNAPSHOT_SUFFIX)?;
-    let (term, index) = stem.split_once('-')?;
-    let is_hex16 = |text: &str| text.len() == 16 && text.bytes().all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte));
-    if !is_hex16(term) || !is_hex16(index) {
-        return None;
-    }
-    Some((u64::from_str_radix(term, 16).ok()?, u64::from_str_radix(index, 16).ok()?))
+    crate::segment::parse_hex_pair_name(name, SNAPSHOT_SUFFIX)
 }
 
 impl Snapshotter {
