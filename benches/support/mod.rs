@@ -129,3 +129,116 @@ impl WriteCounters {
 pub fn payload(bytes: usize) -> Vec<u8> {
     (0..bytes).map(|i| (i as u8).wrapping_mul(31).wrapping_add(7)).collect()
 }
+
+/// `sectors read` of a `/sys/.../stat` file, in bytes: whether a "cold" read really
+/// reached the device (the whole device, other processes included).
+pub fn device_read_bytes(stat: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(stat).ok()?;
+    let sectors: u64 = text.split_whitespace().nth(2)?.parse().ok()?;
+    Some(sectors * 512)
+}
+
+/// Creates `path` at `size_bytes`, zero-filled with 4 KiB writes (as the preparer does)
+/// and synced with its directory: a reference file whose later writes allocate nothing.
+pub fn prezeroed_file(path: &Path, size_bytes: u64) -> std::fs::File {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(path).expect("create reference file");
+    let zeros = [0u8; 4096];
+    for offset in (0..size_bytes).step_by(zeros.len()) {
+        file.write_all_at(&zeros, offset).expect("zero-fill");
+    }
+    file.sync_all().expect("fsync reference file");
+    let parent = path.parent().filter(|parent| !parent.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::File::open(parent).and_then(|dir| dir.sync_all()).expect("fsync directory");
+    file
+}
+
+/// `sync; echo 3 > /proc/sys/vm/drop_caches`. Needs root; the error says why not.
+pub fn drop_page_cache() -> Result<(), String> {
+    rustix::fs::sync();
+    std::fs::write("/proc/sys/vm/drop_caches", "3\n").map_err(|error| format!("cannot write /proc/sys/vm/drop_caches: {error}"))
+}
+
+/// Peak resident set of this process (`VmHWM`), in bytes.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: u64 = status.lines().find_map(|line| line.strip_prefix("VmHWM:"))?.trim().strip_suffix("kB")?.trim().parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Runs `variants` variants for `rounds` rounds, taking turns and rotating which one
+/// goes first each round, so that drift in the machine's state hits them all alike.
+/// Returns each variant's results in round order.
+pub fn interleaved<R>(rounds: usize, variants: usize, mut measure: impl FnMut(usize) -> R) -> Vec<Vec<R>> {
+    let mut results: Vec<Vec<R>> = (0..variants).map(|_| Vec::with_capacity(rounds)).collect();
+    for round in 0..rounds {
+        for turn in 0..variants {
+            let variant = (round + turn) % variants;
+            results[variant].push(measure(variant));
+        }
+    }
+    results
+}
+
+// Statistics and formatting shared by the figure harnesses.
+
+/// Nearest-rank percentile of sorted values.
+pub fn percentile(sorted: &[u64], quantile: f64) -> u64 {
+    assert!(!sorted.is_empty());
+    let rank = (quantile * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Median of the finite values (NaN if there are none).
+pub fn median(values: &[f64]) -> f64 {
+    let mut sorted: Vec<f64> = values.iter().copied().filter(|value| value.is_finite()).collect();
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted.sort_by(f64::total_cmp);
+    let middle = sorted.len() / 2;
+    if sorted.len() % 2 == 1 {
+        sorted[middle]
+    } else {
+        (sorted[middle - 1] + sorted[middle]) / 2.0
+    }
+}
+
+/// "median [min–max]" of per-round values, formatted by `format`.
+pub fn summary(values: &[f64], format: impl Fn(f64) -> String) -> String {
+    let finite: Vec<f64> = values.iter().copied().filter(|value| value.is_finite()).collect();
+    if finite.is_empty() {
+        return "n/a".into();
+    }
+    let min = finite.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = finite.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!("{} [{}–{}]", format(median(&finite)), format(min), format(max))
+}
+
+/// Per-round ratios `a[i] / b[i]` of values measured in the same round.
+pub fn paired_ratios(a: &[f64], b: &[f64]) -> Vec<f64> {
+    a.iter().zip(b).map(|(a, b)| a / b).collect()
+}
+
+pub fn micros(nanos: f64) -> String {
+    format!("{:.1} µs", nanos / 1000.0)
+}
+
+pub fn ratio(value: f64) -> String {
+    format!("{value:.2}×")
+}
+
+pub fn verdict(met: bool) -> &'static str {
+    if met {
+        "met"
+    } else {
+        "MISSED"
+    }
+}
+
+/// Minor page faults of this process so far (`minflt` of `/proc/self/stat`).
+pub fn minor_faults() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which may hold spaces: state is the first, minflt the eighth.
+    stat.rsplit_once(')')?.1.split_whitespace().nth(7)?.parse().ok()
+}
