@@ -106,3 +106,22 @@ fn streaming_every_entry_skips_overwritten_ones_and_stops_when_asked() {
     storage.for_each_entry(31, |_| panic!("nothing after the last entry")).unwrap();
     assert!(matches!(storage.for_each_entry(32, |_| true), Err(Error::Unavailable { .. })));
 }
+
+#[test]
+fn release_ignores_snapshots_the_hard_state_has_not_committed() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("wal");
+    let storage = Storage::create(&path, b"", options()).unwrap();
+    for index in 1..=10 {
+        storage.save(&HardState { term: 1, vote: 1, commit: 5 }, &[entry(index, 1)]).unwrap();
+        storage.cut().unwrap();
+    }
+    // A snapshot above the durable commit (etcd applies while the commit is still being
+    // saved): boot only trusts committed markers, so releasing up to it would strand the log.
+    storage.save_snapshot(&SnapshotMarker::new(8, 1)).unwrap();
+    assert_eq!(storage.release_to(8).unwrap(), 0);
+    storage.save(&HardState { term: 1, vote: 1, commit: 10 }, &[]).unwrap();
+    assert!(storage.release_to(8).unwrap() > 0, "committed now");
+    drop(storage);
+    assert_eq!(Storage::valid_snapshot_markers(&path).unwrap(), vec![SnapshotMarker::new(8, 1)]);
+}
