@@ -109,6 +109,37 @@ mod armed {
 #[cfg(feature = "fault-injection")]
 pub use armed::{arm, calls, reset, watch};
 
+/// Sees every `msync` the log makes: the file, the page-aligned byte range, and the call
+/// itself to run (crash simulations record what each sync put on the disk).
+#[cfg(feature = "fault-injection")]
+pub type SyncObserver = std::sync::Arc<dyn Fn(&Path, u64, u64, &mut dyn FnMut() -> io::Result<()>) -> io::Result<()> + Send + Sync>;
+
+#[cfg(feature = "fault-injection")]
+static SYNC_OBSERVER: std::sync::RwLock<Option<SyncObserver>> = std::sync::RwLock::new(None);
+
+/// Installs (or with `None` removes) the process-wide [`SyncObserver`].
+#[cfg(feature = "fault-injection")]
+pub fn observe_syncs(observer: Option<SyncObserver>) {
+    *SYNC_OBSERVER.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = observer;
+}
+
+/// Runs the msync of `[offset, offset + length_bytes)` of `path`, through the observer
+/// if one is installed.
+#[cfg(feature = "fault-injection")]
+pub(crate) fn around_msync(path: &Path, offset: u64, length_bytes: u64, sync: &mut dyn FnMut() -> io::Result<()>) -> io::Result<()> {
+    let observer = SYNC_OBSERVER.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+    match observer {
+        Some(observer) => observer(path, offset, length_bytes, sync),
+        None => sync(),
+    }
+}
+
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub(crate) fn around_msync(_path: &Path, _offset: u64, _length_bytes: u64, sync: &mut dyn FnMut() -> io::Result<()>) -> io::Result<()> {
+    sync()
+}
+
 #[cfg(feature = "fault-injection")]
 pub(crate) fn check(point: FaultPoint, path: &Path) -> io::Result<()> {
     armed::check(point, path)

@@ -27,8 +27,11 @@ pub(crate) fn fdatasync(file: &File, path: &Path) -> Result<()> {
 }
 
 pub(crate) fn msync(map: &SegmentMap, offset: u64, length_bytes: u64, path: &Path) -> Result<()> {
+    // The kernel syncs whole pages: report the range it really covers.
+    let page_start = offset / ZERO_FILL_CHUNK_BYTES as u64 * ZERO_FILL_CHUNK_BYTES as u64;
+    let page_end = (offset + length_bytes).div_ceil(ZERO_FILL_CHUNK_BYTES as u64) * ZERO_FILL_CHUNK_BYTES as u64;
     fault::check(FaultPoint::Msync, path)
-        .and_then(|()| map.sync_range(offset, length_bytes))
+        .and_then(|()| fault::around_msync(path, page_start, page_end - page_start, &mut || map.sync_range(offset, length_bytes)))
         .map_err(|source| Error::io("msync", path, source))
 }
 

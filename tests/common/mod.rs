@@ -4,6 +4,7 @@
 // Each test crate uses its own subset of these helpers.
 #![allow(dead_code)]
 
+pub mod crash_sim;
 pub mod raft;
 
 use std::collections::BTreeMap;
