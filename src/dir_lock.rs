@@ -30,7 +30,7 @@ impl DirLock {
             .mode(0o600)
             .open(&path)
             .map_err(|source| Error::io("open lock file", &path, source))?;
-                let operation = if exclusive { FlockOperation::NonBlockingLockExclusive } else { FlockOperation::NonBlockingLockShared };
+        let operation = if exclusive { FlockOperation::NonBlockingLockExclusive } else { FlockOperation::NonBlockingLockShared };
         // A child forked by another thread holds a copy of a just-closed log's lock until it
         // execs; a few retries let that window pass before calling the directory busy.
         let mut delay = std::time::Duration::from_millis(1);

@@ -403,7 +403,7 @@ impl Storage {
         Ok(())
     }
 
-        /// Releases the log below the newest durable snapshot marker at or below `index` (and
+    /// Releases the log below the newest durable snapshot marker at or below `index` (and
     /// at or below the hard state's commit index):
     /// deletes the segments wholly below both that marker and the first entry after it,
     /// and forgets the entries the snapshot covers. The latest hard state and the
@@ -414,7 +414,7 @@ impl Storage {
         self.check_writable()?;
         let mut state = self.write_state();
         let durable = self.log.durable_position().0;
-                // Only a marker the hard state commits: boot (etcd's ValidSnapshotEntries) ignores
+        // Only a marker the hard state commits: boot (etcd's ValidSnapshotEntries) ignores
         // the others, so releasing up to one would leave nothing to boot from.
         let commit = state.hard_state.commit;
         let Some((marker, marker_position)) = state
