@@ -22,8 +22,11 @@ pub const SEGMENT_MAGIC: [u8; 8] = *b"SEGSTORE";
 pub const SEGMENT_FORMAT_VERSION: u32 = 1;
 pub(crate) const SEGMENT_SUFFIX: &str = ".seg";
 pub(crate) const TEMPORARY_SUFFIX: &str = ".tmp";
-/// Bytes of zeros the preparer writes and flushes at a time.
-const PREPARE_CHUNK_BYTES: u64 = 256 * 1024;
+/// Bytes of zeros the preparer writes and flushes at a time. Each flush delays the
+/// appends syncing meanwhile: smaller chunks shorten the worst delay but delay more
+/// appends (256 KiB: worst ~4 ms, but p99.9 across 1 MiB rotations went from 1.0x to
+/// 1.75x the run without; 4 MiB: 0.97x, worst ~8 ms after a cut of a 64 MiB segment).
+const PREPARE_CHUNK_BYTES: u64 = 4 << 20;
 
 const _: () = assert!(std::mem::size_of::<SegmentHeader>() == SEGMENT_HEADER_SIZE as usize);
 const _: () = assert!(SEGMENT_HEADER_SIZE % crate::record::RECORD_ALIGNMENT as u64 == 0);
