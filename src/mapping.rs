@@ -24,7 +24,7 @@
 //!    never written again, so copying them out ([`SegmentMap::read_published`]) races
 //!    with nothing.
 //! 3. **Liveness of the mapping.** The cursor's ring owns an `Arc` of each of the last
-//!    [`RING_SLOTS`] segments and writers dereference a ring slot only while they hold an
+//!    `RING_SLOTS` (4) segments and writers dereference a ring slot only while they hold an
 //!    unpublished claim in it. A slot is reused only after the segment in it has been
 //!    published to its very end, i.e. after every claim in it was published or dropped
 //!    (a dropped claim publishes a skip record). A claim does not touch the mapping
