@@ -20,6 +20,10 @@ use zerocopy::FromBytes;
 
 use crate::segment::{self, SegmentFile, SegmentInfo, SEGMENT_HEADER_SIZE, SEGMENT_SUFFIX, TEMPORARY_SUFFIX};
 
+/// Bytes of a segment faulted in ahead of the writers (msync and no-sync modes only:
+/// fdatasync would write the pre-dirtied zero pages back with every sync).
+const PREFAULT_WINDOW_BYTES: u64 = 1 << 20;
+
 /// A place in the log, in bytes from the start of the log's first segment ever.
 /// Positions only grow; a record's position never changes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -276,6 +280,9 @@ impl Log {
             }
             ReserveError::RotationFailed => self.rotation_failure(),
         })?;
+        if self.options.sync_mode != SyncMode::Fdatasync {
+            claim.prefault_ahead(PREFAULT_WINDOW_BYTES);
+        }
         let output = claim.fill(encode);
         let position = claim.position();
         let end = claim.publish(kind, durable_hint);

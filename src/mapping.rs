@@ -80,6 +80,8 @@ pub struct SegmentMap {
     published_offset: AtomicU64,
     /// Zero-copy handles (`published_bytes`) alive: the log keeps the file while any is.
     shared_handles: AtomicU64,
+    /// Offset up to which pages were faulted in writable ahead of the writers.
+    prefaulted_offset: AtomicU64,
 }
 
 impl std::fmt::Debug for SegmentMap {
@@ -134,6 +136,7 @@ impl SegmentMap {
             generation,
             published_offset: AtomicU64::new(published_offset),
             shared_handles: AtomicU64::new(0),
+            prefaulted_offset: AtomicU64::new(published_offset),
         }
     }
 
@@ -545,6 +548,25 @@ impl Claim<'_> {
         self.payload_bytes
     }
 
+    /// Faults in, writable, the `window_bytes` of the segment after this claim once the
+    /// claim comes within half a window of what is already faulted in: one call per
+    /// window instead of a write fault per page on the writers' path, and no two writers
+    /// faulting the same fresh page. The pages become dirty (zeros), so only for sync
+    /// modes that write back just the ranges they sync.
+    pub fn prefault_ahead(&self, window_bytes: u64) {
+        let segment = self.segment();
+        let end = self.offset + self.span_bytes;
+        let faulted = segment.prefaulted_offset.load(Ordering::Acquire);
+        if end + window_bytes / 2 <= faulted || faulted >= segment.size_bytes {
+            return;
+        }
+        let target = (end + window_bytes).min(segment.size_bytes);
+        if segment.prefaulted_offset.compare_exchange(faulted, target, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            let start = faulted.max(end);
+            segment.memory.prefault(start as usize, (target - start) as usize);
+        }
+    }
+
     /// Lets `encode` write the payload in place. The slice is exactly the payload's
     /// length; its bytes start as zeros.
     pub fn fill<R>(&mut self, encode: impl FnOnce(&mut [u8]) -> R) -> R {
@@ -643,6 +665,12 @@ impl Memory {
     fn flush_range(&self, offset: usize, length: usize) -> io::Result<()> {
         self.raw.flush_range(offset, length)
     }
+
+    fn prefault(&self, offset: usize, length: usize) {
+        // A hint: kernels without MADV_POPULATE_WRITE refuse it, and the writers then take
+        // the faults themselves.
+        let _ = self.raw.advise_range(memmap2::Advice::PopulateWrite, offset, length);
+    }
 }
 
 #[cfg(loom)]
@@ -702,4 +730,6 @@ impl Memory {
     fn flush_range(&self, _offset: usize, _length: usize) -> io::Result<()> {
         Ok(())
     }
+
+    fn prefault(&self, _offset: usize, _length: usize) {}
 }

@@ -4,6 +4,7 @@
 // Each test crate uses its own subset of these helpers.
 #![allow(dead_code)]
 
+#[cfg(feature = "fault-injection")]
 pub mod crash_sim;
 pub mod raft;
 
