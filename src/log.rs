@@ -282,7 +282,7 @@ impl Log {
             }
             ReserveError::RotationFailed => self.rotation_failure(),
         })?;
-                if self.options.sync_mode == SyncMode::None {
+        if self.options.sync_mode == SyncMode::None {
             claim.prefault_ahead(PREFAULT_WINDOW_BYTES);
         }
         let output = claim.fill(encode);
