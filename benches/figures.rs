@@ -14,13 +14,13 @@ mod support;
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use segstore::record::data_span_bytes;
 use segstore::{RecordKind, SyncMode};
-use support::WriteCounters;
+use support::{median, micros, percentile, ratio, summary, verdict, Bench};
 
 const KIND: RecordKind = RecordKind(16);
 const DURABLE_PAYLOAD_BYTES: usize = 256;
@@ -78,46 +78,6 @@ impl Config {
 // ---------------------------------------------------------------------------------
 // Statistics
 
-/// Nearest-rank percentile of sorted values.
-fn percentile(sorted: &[u64], quantile: f64) -> u64 {
-    assert!(!sorted.is_empty());
-    let rank = (quantile * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut sorted: Vec<f64> = values.iter().copied().filter(|value| value.is_finite()).collect();
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted.sort_by(f64::total_cmp);
-    let middle = sorted.len() / 2;
-    if sorted.len() % 2 == 1 {
-        sorted[middle]
-    } else {
-        (sorted[middle - 1] + sorted[middle]) / 2.0
-    }
-}
-
-/// "median [min–max]" of per-round values, formatted by `format`.
-fn summary(values: &[f64], format: impl Fn(f64) -> String) -> String {
-    let finite: Vec<f64> = values.iter().copied().filter(|value| value.is_finite()).collect();
-    if finite.is_empty() {
-        return "n/a".into();
-    }
-    let min = finite.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = finite.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    format!("{} [{}–{}]", format(median(&finite)), format(min), format(max))
-}
-
-fn micros(nanos: f64) -> String {
-    format!("{:.1} µs", nanos / 1000.0)
-}
-
-fn ratio(value: f64) -> String {
-    format!("{value:.2}×")
-}
-
 fn kib(bytes: f64) -> String {
     format!("{:.2} KiB", bytes / 1024.0)
 }
@@ -164,26 +124,9 @@ fn latency_round(mut latencies: Vec<u64>, counters: (Option<f64>, Option<f64>)) 
 // ---------------------------------------------------------------------------------
 // The workloads
 
-struct Bench {
-    root: tempfile::TempDir,
-    device_stat: Option<PathBuf>,
-    next_id: usize,
-}
-
-impl Bench {
-    fn fresh_dir(&mut self, name: &str) -> PathBuf {
-        self.next_id += 1;
-        self.root.path().join(format!("{name}-{}", self.next_id))
-    }
-
-    fn counters(&self) -> WriteCounters {
-        WriteCounters::read(self.device_stat.as_deref())
-    }
-}
-
 /// `appends` durable 256 B appends to a fresh log; `cut_every` adds explicit cuts.
 fn segstore_durable(bench: &mut Bench, sync_mode: SyncMode, segment_size_bytes: u64, appends: usize, cut_every: Option<usize>) -> Round {
-    let dir = bench.fresh_dir("log");
+    let dir = bench.fresh_path("log");
     let log = support::open_quiet(&dir, segment_size_bytes, sync_mode);
     let payload = support::payload(DURABLE_PAYLOAD_BYTES);
     for _ in 0..WARMUP_APPENDS {
@@ -213,7 +156,7 @@ fn segstore_durable(bench: &mut Bench, sync_mode: SyncMode, segment_size_bytes: 
 /// The physical reference: `pwrite` of 256 B appended sequentially to a file that was
 /// zero-filled with 4 KiB writes and fsynced, each followed by `fdatasync`.
 fn raw_pwrite_fdatasync(bench: &mut Bench, appends: usize) -> Round {
-    let path = bench.fresh_dir("raw");
+    let path = bench.fresh_path("raw");
     let total = (appends + WARMUP_APPENDS) as u64 * DURABLE_PAYLOAD_BYTES as u64;
     let size = (total + (1 << 20)).next_multiple_of(1 << 20);
     let file = OpenOptions::new().read(true).write(true).create_new(true).open(&path).expect("create raw file");
@@ -222,7 +165,7 @@ fn raw_pwrite_fdatasync(bench: &mut Bench, appends: usize) -> Round {
         file.write_all_at(&zeros, offset).expect("zero-fill");
     }
     file.sync_all().expect("fsync raw file");
-    File::open(bench.root.path()).and_then(|dir| dir.sync_all()).expect("fsync directory");
+    File::open(bench.root()).and_then(|dir| dir.sync_all()).expect("fsync directory");
     let payload = support::payload(DURABLE_PAYLOAD_BYTES);
     let mut offset = 0u64;
     let mut append = |file: &File| {
@@ -281,7 +224,7 @@ fn throughput_round(records: u64, payload_bytes: usize, elapsed: Duration) -> Ro
 }
 
 fn segstore_nondurable(bench: &mut Bench, threads: usize, payload_bytes: usize, records: u64) -> Round {
-    let dir = bench.fresh_dir("log");
+    let dir = bench.fresh_path("log");
     let log_bytes = records * data_span_bytes(payload_bytes as u64);
     // One segment holds the whole run: rotation is measured by the tail figure instead.
     let segment_size_bytes = (log_bytes + (1 << 20)).next_power_of_two().min(segstore::mapping::MAX_SEGMENT_SIZE_BYTES);
@@ -320,7 +263,7 @@ fn memcpy_reference(buffer: &mut [u8], threads: usize, payload_bytes: usize, rec
 /// like a segment (zero-filled with 4 KiB writes, fsynced). What it costs over the
 /// heap copy is the page faults; what the log costs over it is the log's own work.
 fn mapped_memcpy_reference(bench: &mut Bench, threads: usize, payload_bytes: usize, records: u64) -> Round {
-    let path = bench.fresh_dir("mapped");
+    let path = bench.fresh_path("mapped");
     let span = data_span_bytes(payload_bytes as u64) as usize;
     let per_thread = records.div_ceil(threads as u64) as usize * span;
     let size = (per_thread * threads + (1 << 20)).next_multiple_of(1 << 20);
@@ -487,14 +430,6 @@ fn tail_figures(bench: &mut Bench, config: &Config) {
     }
 }
 
-fn verdict(met: bool) -> &'static str {
-    if met {
-        "met"
-    } else {
-        "MISSED"
-    }
-}
-
 fn describe_environment(root: &Path, device_stat: Option<&Path>, config: &Config) {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
@@ -520,7 +455,7 @@ fn main() {
     let root = tempfile::Builder::new().prefix("segstore-figures-").tempdir_in(support::bench_root()).expect("create temporary directory");
     let device_stat = support::device_stat_path(root.path());
     describe_environment(root.path(), device_stat.as_deref(), &config);
-    let mut bench = Bench { root, device_stat, next_id: 0 };
+    let mut bench = Bench::new(root, device_stat);
     let started = Instant::now();
     if config.wants("latency") {
         latency_figures(&mut bench, &config);

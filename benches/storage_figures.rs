@@ -35,7 +35,7 @@ use prost::Message;
 use segstore::raftpb::{Entry, HardState};
 use segstore::record::data_span_bytes;
 use segstore::{Options, SnapshotMarker, Storage, SyncMode};
-use support::{median, micros, paired_ratios, percentile, ratio, summary, verdict, WriteCounters};
+use support::{median, micros, paired_ratios, percentile, ratio, summary, verdict, Bench};
 
 const SEGMENT_BYTES: u64 = 64 << 20;
 const WARMUP_SAVES: usize = 20;
@@ -123,23 +123,6 @@ fn latency_round(mut latencies: Vec<u64>, data_bytes_per_op: usize, counters: (O
 
 fn column(rounds: &[Round], pick: impl Fn(&Round) -> f64) -> Vec<f64> {
     rounds.iter().map(pick).collect()
-}
-
-struct Bench {
-    root: tempfile::TempDir,
-    device_stat: Option<PathBuf>,
-    next_id: usize,
-}
-
-impl Bench {
-    fn fresh_path(&mut self, name: &str) -> PathBuf {
-        self.next_id += 1;
-        self.root.path().join(format!("{name}-{}", self.next_id))
-    }
-
-    fn counters(&self) -> WriteCounters {
-        WriteCounters::read(self.device_stat.as_deref())
-    }
 }
 
 fn entries_from(first_index: u64, count: usize, data: &Bytes) -> Vec<Entry> {
@@ -476,7 +459,7 @@ fn reopen_figures(bench: &Bench, config: &Config) {
     let dir = ensure_reopen_log(entries);
     let segment_files = segment_paths(&dir);
     let file_bytes: u64 = segment_files.iter().map(|path| std::fs::metadata(path).expect("stat segment").len()).sum();
-    let device_stat = &bench.device_stat;
+    let device_stat = bench.device_stat();
     let reopen_args: Vec<OsString> =
         vec!["--child=reopen".into(), dir.clone().into(), entries.to_string().into(), REOPEN_DATA_BYTES.to_string().into()];
     let read_args: Vec<OsString> = vec!["--child=read".into(), dir.clone().into()];
@@ -497,7 +480,7 @@ fn reopen_figures(bench: &Bench, config: &Config) {
             for turn in 0..2 {
                 let variant = (round + turn) % 2;
                 let args = if variant == 0 { &reopen_args } else { &read_args };
-                let result = run_child(args, cold, device_stat.as_deref());
+                let result = run_child(args, cold, device_stat);
                 results[variant][usize::from(!cold)].push(result);
             }
         }
@@ -605,7 +588,7 @@ fn main() {
         tempfile::Builder::new().prefix("segstore-storage-figures-").tempdir_in(support::bench_root()).expect("create temporary directory");
     let device_stat = support::device_stat_path(root.path());
     describe_environment(root.path(), device_stat.as_deref(), &config);
-    let mut bench = Bench { root, device_stat, next_id: 0 };
+    let mut bench = Bench::new(root, device_stat);
     let started = Instant::now();
     if config.wants("save") {
         save_figures(&mut bench, &config);

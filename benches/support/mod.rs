@@ -242,3 +242,36 @@ pub fn minor_faults() -> Option<u64> {
     // Fields after the command name, which may hold spaces: state is the first, minflt the eighth.
     stat.rsplit_once(')')?.1.split_whitespace().nth(7)?.parse().ok()
 }
+
+/// A run's scratch directory and the device counters next to every durable figure.
+pub struct Bench {
+    root: tempfile::TempDir,
+    device_stat: Option<PathBuf>,
+    next_id: usize,
+}
+
+impl Bench {
+    pub fn new(root: tempfile::TempDir, device_stat: Option<PathBuf>) -> Self {
+        Bench { root, device_stat, next_id: 0 }
+    }
+
+    /// A path in the scratch directory no earlier call returned.
+    pub fn fresh_path(&mut self, name: &str) -> PathBuf {
+        self.next_id += 1;
+        self.root.path().join(format!("{name}-{}", self.next_id))
+    }
+
+    pub fn counters(&self) -> WriteCounters {
+        WriteCounters::read(self.device_stat.as_deref())
+    }
+
+    /// The scratch directory itself.
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// The block device's stat file, when it could be found.
+    pub fn device_stat(&self) -> Option<&Path> {
+        self.device_stat.as_deref()
+    }
+}
