@@ -302,7 +302,7 @@ impl Log {
     /// (everything published so far, in one call) or waits for the sync in progress.
     pub fn wait_durable(&self, position: Position) -> Result<()> {
         let appender = self.appender()?;
-        if position.0 > appender.cursor.current_segment().end_position() {
+        if position.0 > appender.cursor.end_position() {
             return Err(Error::invalid(format!("position {} lies beyond anything appended", position.0)));
         }
         self.commit.wait_durable(position.0, &|| self.published_frontier(), &|from, to| self.sync_range(from, to))
@@ -422,7 +422,7 @@ impl Log {
         // did not accept. A writable log zeroed those at open, so everything valid in it
         // was published by this process.
         let readable_end = match &self.appender {
-            Some(appender) => appender.cursor.current_segment().end_position(),
+            Some(appender) => appender.cursor.end_position(),
             None => self.published_position.load(Ordering::Acquire),
         };
         let segment = self.segment_at(position.0).ok_or_else(|| Error::invalid(format!("no segment holds position {}", position.0)))?;
@@ -486,7 +486,7 @@ impl Log {
         let end = self.published_position().0;
         let segments = lock(&self.segments).clone();
         let position = position.0.max(segments[0].info.data_start_position());
-        LogIter { segments, position, end, buffer: ReadBuffer::new(READ_CHUNK_BYTES), buffered_sequence: None, failed: false }
+        LogIter { segments, position, end, buffer: ReadBuffer::new(READ_CHUNK_BYTES), current: None, failed: false }
     }
 
     /// Deletes every segment that lies wholly below both `position` and the durable
@@ -544,7 +544,8 @@ pub struct LogIter {
     position: u64,
     end: u64,
     buffer: ReadBuffer,
-    buffered_sequence: Option<u64>,
+    /// The segment `position` is in, whose bytes `buffer` holds.
+    current: Option<Arc<Segment>>,
     failed: bool,
 }
 
@@ -553,15 +554,16 @@ impl Iterator for LogIter {
 
     fn next(&mut self) -> Option<Result<Record>> {
         while !self.failed && self.position < self.end {
-            let index = self.segments.partition_point(|segment| segment.info.end_position() <= self.position);
-            let segment = Arc::clone(self.segments.get(index)?);
+            let position = self.position;
+            if self.current.as_ref().is_none_or(|segment| position >= segment.info.end_position()) {
+                let index = self.segments.partition_point(|segment| segment.info.end_position() <= position);
+                self.current = Some(Arc::clone(self.segments.get(index)?));
+                self.buffer = ReadBuffer::new(READ_CHUNK_BYTES);
+            }
+            let segment = self.current.as_ref().expect("set above");
             if self.position < segment.info.data_start_position() {
                 self.position = segment.info.data_start_position();
                 continue;
-            }
-            if self.buffered_sequence != Some(segment.info.sequence) {
-                self.buffer = ReadBuffer::new(READ_CHUNK_BYTES);
-                self.buffered_sequence = Some(segment.info.sequence);
             }
             let offset = self.position - segment.info.base_position;
             let mut reader = SegmentReader::new(&segment.file, &segment.path, segment.info, &mut self.buffer);

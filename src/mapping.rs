@@ -310,6 +310,9 @@ pub struct Cursor {
     /// the padding header that seals the segment.
     capacity_bytes: u64,
     data_start_offset: u64,
+    /// The log position where the segment being appended to ends: no record handed out
+    /// so far ends past it. Set before the epoch that makes the segment reachable.
+    end_position: AtomicU64,
     failed: AtomicBool,
     rotation_lock: Mutex<()>,
     rotated: Condvar,
@@ -324,6 +327,7 @@ impl Cursor {
         assert_eq!(first.published_offset(), append_offset, "the frontier of the first segment starts where appends start");
         let ring = std::array::from_fn(|_| AtomicPtr::new(std::ptr::null_mut()));
         ring[0].store(Arc::as_ptr(&first).cast_mut(), Ordering::Release);
+        let end_position = AtomicU64::new(first.end_position());
         let mut owners: [Option<Arc<SegmentMap>>; RING_SLOTS] = Default::default();
         owners[0] = Some(first);
         Cursor {
@@ -333,6 +337,7 @@ impl Cursor {
             size_bytes,
             capacity_bytes: size_bytes - RECORD_HEADER_SIZE as u64,
             data_start_offset,
+            end_position,
             failed: AtomicBool::new(false),
             rotation_lock: Mutex::new(()),
             rotated: Condvar::new(),
@@ -349,11 +354,10 @@ impl Cursor {
         self.failed.load(Ordering::Acquire)
     }
 
-    /// The segment currently appended to.
-    pub fn current_segment(&self) -> Arc<SegmentMap> {
-        let epoch = epoch_of(self.packed.load(Ordering::Acquire));
-        let owners = sync::lock(&self.owners);
-        owners[slot_of(epoch)].clone().expect("the current epoch's slot is occupied")
+    /// Where the segment currently appended to ends: every position a reservation has
+    /// returned lies below it. Lock-free.
+    pub fn end_position(&self) -> u64 {
+        self.end_position.load(Ordering::Acquire)
     }
 
     /// Reserves room for a data record of `payload_bytes`. When the room crosses the end
@@ -461,6 +465,7 @@ impl Cursor {
                 round = round.saturating_add(1);
             }
         }
+        self.end_position.fetch_max(next.end_position(), Ordering::AcqRel);
         self.ring[slot].store(Arc::as_ptr(&next).cast_mut(), Ordering::Release);
         sync::lock(&self.owners)[slot] = Some(next);
         // A swap rather than a store: it reads the last overflow increment made in the old
