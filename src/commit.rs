@@ -90,6 +90,7 @@ impl GroupCommit {
         sync_range: &dyn Fn(u64, u64) -> Result<()>,
     ) -> Result<()> {
         let mut round = 0u32;
+        let mut contended;
         loop {
             self.check_poison()?;
             if self.durable_position() >= target {
@@ -112,10 +113,25 @@ impl GroupCommit {
                     state.waiters -= 1;
                 }
                 state.syncing = true;
+                contended = state.waiters > 0;
             }
             let mut election = Election { commit: self, done: false };
             let from = self.durable_position();
-            let to = published_frontier();
+            let mut to = published_frontier();
+            if contended {
+                // Other threads are waiting too: writers that the last sync released are
+                // about to publish their next records. Yielding a few times lets them, so
+                // that this sync covers them instead of the one after; it stops as soon
+                // as the frontier stands still. A lone writer (no waiters) never lingers.
+                for _ in 0..LINGER_YIELDS {
+                    sync::spin_wait(u32::MAX);
+                    let now = published_frontier();
+                    if now == to {
+                        break;
+                    }
+                    to = now;
+                }
+            }
             let result = if to > from { sync_range(from, to) } else { Ok(()) };
             election.done = true;
             {
@@ -156,6 +172,12 @@ impl Drop for Election<'_> {
         }
     }
 }
+
+/// How many times an elected syncer with company yields for more records at most.
+#[cfg(not(loom))]
+const LINGER_YIELDS: u32 = 8;
+#[cfg(loom)]
+const LINGER_YIELDS: u32 = 1;
 
 fn backoff(round: u32) {
     #[cfg(not(loom))]
