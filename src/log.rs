@@ -20,10 +20,15 @@ use zerocopy::FromBytes;
 
 use crate::segment::{self, SegmentFile, SegmentInfo, SEGMENT_HEADER_SIZE, SEGMENT_SUFFIX, TEMPORARY_SUFFIX};
 
-/// Bytes of a segment faulted in ahead of the writers, in no-sync mode only for now:
-/// fdatasync would write the pre-dirtied zero pages back with every sync, and with
-/// msync the writer that faults a window in pays ~200 us for it (a save of 64 x 1 KiB
-/// saw its p99 double), which belongs off the writers' path.
+/// Bytes of a segment faulted in ahead of the writers, in no-sync mode only: fdatasync
+/// would write the pre-dirtied zero pages back with every sync (device bytes per
+/// 64 x 1 KiB save: 71 -> 139 KiB), and with msync the writer that faults a window in
+/// pays ~200 us for it (a save of 64 x 1 KiB saw its p99 double). Faulting the window
+/// in from a background thread was measured too and is no better with msync: while the
+/// thread runs, each page msync write-protects (folio_mkclean) needs a TLB-shootdown
+/// IPI to the thread's CPU; on a 2-vCPU KVM guest that took msync from ~10 to ~55 us
+/// of CPU per save, about what the ~17 faults saved had cost (save p50 1.2-1.5x ->
+/// 1.1-1.3x raw, bandwidth 0.69-0.81x -> 0.69-0.77x raw, p99 1.2-1.4x -> 1.7-1.9x raw).
 const PREFAULT_WINDOW_BYTES: u64 = 1 << 20;
 
 /// A place in the log, in bytes from the start of the log's first segment ever.
