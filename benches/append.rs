@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use segstore::record::{self, data_span_bytes, Decoded, Expected, RecordFlags, RecordHeader, RECORD_HEADER_SIZE};
+use segstore::recovery;
 use segstore::segment::SEGMENT_HEADER_SIZE;
 use segstore::{Log, RecordKind, SyncMode};
 
@@ -249,5 +250,37 @@ fn codec(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, codec, durable, nondurable);
+/// Recovery's scan of one sealed-at-close 4 MiB segment full of 256 B records: the
+/// per-byte cost of reopening a log once its files are in the page cache.
+fn recovery_scan(c: &mut Criterion) {
+    const SEGMENT_BYTES: u64 = 4 << 20;
+    let dir = support::temp_dir();
+    let log = support::open_quiet(dir.path(), SEGMENT_BYTES, SyncMode::None);
+    let payload = support::payload(256);
+    let records = (SEGMENT_BYTES - SEGMENT_HEADER_SIZE) / data_span_bytes(256) - 1;
+    for _ in 0..records {
+        log.append(KIND, &payload).expect("append");
+    }
+    log.close().expect("close");
+    let first = std::fs::read_dir(dir.path())
+        .expect("list log")
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|extension| extension == "seg"))
+        .min()
+        .expect("a segment");
+    let image = std::fs::read(first).expect("read segment");
+    let mut group = c.benchmark_group("recovery_scan");
+    group.sample_size(20).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
+    group.throughput(Throughput::Bytes(image.len() as u64));
+    group.bench_function("4MiB_segment_256B_records", |bencher| {
+        bencher.iter(|| match recovery::scan_image(black_box(&image)) {
+            recovery::ImageScan::Valid { end, .. } => assert_eq!(end.data_records, records),
+            other => panic!("the segment does not scan: {other:?}"),
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, codec, durable, nondurable, recovery_scan);
 criterion_main!(benches);

@@ -13,7 +13,10 @@ use anyhow::Context;
 use crate::contender::{Contender, Role};
 use crate::workload::{drive_saves, encoded_entry, entries, DataPool, SaveRun, SaveSpec};
 
-const ZERO_FILL_CHUNK_BYTES: usize = 1 << 20;
+/// Zeros go in 4 KiB writes, as segstore's preparer writes them: larger writes leave
+/// large folios in the page cache, and a sync of one dirty 4 KiB page in a large folio
+/// writes the whole folio back (hundreds of KiB per save through a mapping).
+const ZERO_FILL_CHUNK_BYTES: usize = 4096;
 const PAGE_BYTES: u64 = 4096;
 
 /// How the raw reference makes a save durable.
@@ -42,6 +45,8 @@ fn save_bytes(spec: &SaveSpec) -> Vec<u8> {
 }
 
 /// Creates `path` at `size_bytes` of zeros, written and synced with its directory.
+/// Flushed every 4 MiB, as the preparer does, so the zero-fill of a large reference
+/// file never queues a single huge writeback.
 fn prezeroed_file(path: &Path, size_bytes: u64) -> anyhow::Result<File> {
     let file =
         OpenOptions::new().read(true).write(true).create_new(true).open(path).with_context(|| format!("create {}", path.display()))?;
@@ -51,6 +56,9 @@ fn prezeroed_file(path: &Path, size_bytes: u64) -> anyhow::Result<File> {
         let length = (size_bytes - offset).min(zeros.len() as u64) as usize;
         file.write_all_at(&zeros[..length], offset)?;
         offset += length as u64;
+        if offset % (4 << 20) == 0 {
+            file.sync_data()?;
+        }
     }
     file.sync_all()?;
     File::open(path.parent().context("reference file has a parent")?)?.sync_all()?;
