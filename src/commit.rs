@@ -16,17 +16,34 @@ use crate::sync::{self, AtomicBool, AtomicU64, Condvar, Mutex, Ordering};
 #[derive(Default)]
 struct CommitState {
     syncing: bool,
-    /// Threads blocked on `synced`: a notification (a futex syscall) only when non-zero.
-    waiters: u32,
+    /// Syncs started so far; the one in progress (if any) is number `syncs - 1`.
+    syncs: u64,
+    /// Where the sync in progress ends, once its syncer has taken its target.
+    sync_target: Option<u64>,
+    /// Threads blocked on each of `synced`: a notification (a futex syscall) only for a
+    /// non-zero count.
+    waiters: [u32; 2],
     poison: Option<StdArc<Error>>,
 }
 
+impl CommitState {
+    fn total_waiters(&self) -> u32 {
+        self.waiters[0] + self.waiters[1]
+    }
+}
+
 /// The durable watermark and the syncer election.
+///
+/// Waiters sleep on one of two condition variables by the parity of the sync that will
+/// cover them: the one in progress (its target is at or past theirs, or not yet taken)
+/// or the next one. When a sync ends, everyone it covered is woken, and of those who
+/// need the next sync exactly one, to run it. With many writers, each sync thus wakes
+/// only the threads it released plus one, not every thread waiting.
 pub struct GroupCommit {
     durable_position: AtomicU64,
     poisoned: AtomicBool,
     state: Mutex<CommitState>,
-    synced: Condvar,
+    synced: [Condvar; 2],
 }
 
 impl GroupCommit {
@@ -36,7 +53,7 @@ impl GroupCommit {
             durable_position: AtomicU64::new(durable_position),
             poisoned: AtomicBool::new(false),
             state: Mutex::new(CommitState::default()),
-            synced: Condvar::new(),
+            synced: [Condvar::new(), Condvar::new()],
         }
     }
 
@@ -69,7 +86,7 @@ impl GroupCommit {
         };
         let cause = StdArc::clone(state.poison.get_or_insert(cause));
         self.poisoned.store(true, Ordering::Release);
-        self.synced.notify_all();
+        self.synced.iter().for_each(Condvar::notify_all);
         Error::Poisoned { cause }
     }
 
@@ -108,12 +125,17 @@ impl GroupCommit {
                     if !state.syncing {
                         break;
                     }
-                    state.waiters += 1;
-                    state = sync::wait(&self.synced, state);
-                    state.waiters -= 1;
+                    let current = state.syncs - 1;
+                    let covering = if state.sync_target.is_none_or(|end| target <= end) { current } else { current + 1 };
+                    let parity = (covering % 2) as usize;
+                    state.waiters[parity] += 1;
+                    state = sync::wait(&self.synced[parity], state);
+                    state.waiters[parity] -= 1;
                 }
                 state.syncing = true;
-                contended = state.waiters > 0;
+                state.syncs += 1;
+                state.sync_target = None;
+                contended = state.total_waiters() > 0;
             }
             let mut election = Election { commit: self, done: false };
             let from = self.durable_position();
@@ -132,6 +154,7 @@ impl GroupCommit {
                     to = now;
                 }
             }
+            sync::lock(&self.state).sync_target = Some(to);
             let result = if to > from { sync_range(from, to) } else { Ok(()) };
             election.done = true;
             {
@@ -140,8 +163,13 @@ impl GroupCommit {
                 match result {
                     Ok(()) => {
                         self.durable_position.fetch_max(to, Ordering::AcqRel);
-                        if state.waiters > 0 {
-                            self.synced.notify_all();
+                        let covered = ((state.syncs - 1) % 2) as usize;
+                        if state.waiters[covered] > 0 {
+                            self.synced[covered].notify_all();
+                        }
+                        if state.waiters[1 - covered] > 0 {
+                            // They need another sync: one of them runs it for all.
+                            self.synced[1 - covered].notify_one();
                         }
                     }
                     Err(cause) => return Err(self.poison_locked(&mut state, cause)),
