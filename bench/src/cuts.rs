@@ -11,6 +11,9 @@ use segstore_cli::contender::{Contender, Role};
 use segstore_cli::segstore_contender::wait_for_preparer;
 use segstore_cli::workload::{drive_saves, entries, hard_state, DataPool, SaveRun, SaveSpec};
 
+/// Cuts in each run that cuts: at least the 20 the workload asks for.
+const CUTS: u64 = 21;
+
 /// What one save of a 256 B entry and its hard state takes in the log, about: the
 /// two records with their headers. Sizes the rotation run's segments.
 const LOG_BYTES_PER_SAVE: u64 = 340;
@@ -95,7 +98,7 @@ pub fn run_cuts(
     device_stat: Option<&Path>,
     tick: &mut dyn FnMut(&str),
 ) -> anyhow::Result<Comparison> {
-    let variants = CuttingSegstore::variants(spec, 24);
+    let variants = CuttingSegstore::variants(spec, CUTS);
     let contenders: Vec<&dyn Contender> = variants.iter().map(|variant| variant as &dyn Contender).collect();
     Comparison::run(&contenders, spec, rounds, scratch, device_stat, tick)
 }

@@ -21,6 +21,7 @@ pub struct Metric {
 pub const P50: Metric = Metric { name: "p50", higher_is_better: false, value: |run| run.latency_ns(0.50), format: stats::micros };
 pub const P99: Metric = Metric { name: "p99", higher_is_better: false, value: |run| run.latency_ns(0.99), format: stats::micros };
 pub const P999: Metric = Metric { name: "p99.9", higher_is_better: false, value: |run| run.latency_ns(0.999), format: stats::micros };
+pub const MAX: Metric = Metric { name: "max", higher_is_better: false, value: |run| run.latency_ns(1.0), format: stats::micros };
 pub const SAVES_PER_SECOND: Metric =
     Metric { name: "saves/s", higher_is_better: true, value: SaveRun::saves_per_second, format: stats::thousands_per_second };
 pub const DATA_RATE: Metric =
