@@ -53,6 +53,20 @@ impl LogSlot {
         self.used_bytes += bytes;
         self.log.as_ref().expect("opened above")
     }
+
+    /// Runs `iterations` records of `span_bytes` each as `run(log, records)` calls that
+    /// each fit in the current segment, and sums the durations they report.
+    fn time_in_segments(&mut self, iterations: u64, span_bytes: u64, mut run: impl FnMut(&Arc<Log>, u64) -> Duration) -> Duration {
+        let per_segment = self.capacity_bytes() / span_bytes;
+        let mut total = Duration::ZERO;
+        let mut remaining = iterations;
+        while remaining > 0 {
+            let chunk = remaining.min(per_segment);
+            total += run(self.with_room(chunk * span_bytes), chunk);
+            remaining -= chunk;
+        }
+        total
+    }
 }
 
 fn segment_size_bytes() -> u64 {
@@ -178,19 +192,10 @@ fn nondurable(c: &mut Criterion) {
             let span = data_span_bytes(payload_bytes as u64);
             let mut slot = LogSlot::new(segment_size_bytes, SyncMode::None);
             let pool = (threads > 1).then(|| Pool::new(threads));
-            let per_segment = slot.capacity_bytes() / span;
             group.throughput(Throughput::Bytes(payload_bytes as u64));
             group.bench_function(BenchmarkId::new(format!("{threads}t"), payload_bytes), |bencher| {
                 bencher.iter_custom(|iters| {
-                    let mut total = Duration::ZERO;
-                    let mut remaining = iters;
-                    while remaining > 0 {
-                        let chunk = remaining.min(per_segment);
-                        let log = slot.with_room(chunk * span);
-                        total += append_records(log, pool.as_ref(), chunk, &payload);
-                        remaining -= chunk;
-                    }
-                    total
+                    slot.time_in_segments(iters, span, |log, chunk| append_records(log, pool.as_ref(), chunk, &payload))
                 })
             });
         }
@@ -206,22 +211,15 @@ fn durable(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     for (name, sync_mode) in [("msync", SyncMode::Msync), ("fdatasync", SyncMode::Fdatasync)] {
         let mut slot = LogSlot::new(64 << 20, sync_mode);
-        let per_segment = slot.capacity_bytes() / span;
         group.bench_function(name, |bencher| {
             bencher.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                let mut remaining = iters;
-                while remaining > 0 {
-                    let chunk = remaining.min(per_segment);
-                    let log = slot.with_room(chunk * span);
+                slot.time_in_segments(iters, span, |log, chunk| {
                     let start = Instant::now();
                     for _ in 0..chunk {
                         black_box(log.append_durable(KIND, &payload).expect("durable append"));
                     }
-                    total += start.elapsed();
-                    remaining -= chunk;
-                }
-                total
+                    start.elapsed()
+                })
             })
         });
     }

@@ -17,14 +17,14 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use segstore::{Error, Log, Position, SyncMode};
 
-use common::{files_ending_in, options, wait_for_prepared_segment, KIND};
+use common::{files_ending_in, options, wait_for_prepared_segment, ChildTest, KIND};
 
 const WRITER_THREADS: u32 = 4;
 const ENOSPC: i32 = 28;
@@ -352,17 +352,6 @@ impl Drop for LoopMount {
     }
 }
 
-/// Kills and reaps the child when dropped, so that no writer outlives a failed test
-/// (or keeps the file system busy).
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 struct WriterOutput {
     status: ExitStatus,
     stdout: Vec<String>,
@@ -370,16 +359,10 @@ struct WriterOutput {
 }
 
 fn run_writer(mount_point: &Path, segment_size_bytes: u64) -> WriterOutput {
-    let child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", CHILD_TEST_NAME, "--ignored", "--nocapture", "--test-threads=1"])
-        .env(CHILD_MOUNT_ENV, mount_point)
-        .env(CHILD_SEGMENT_SIZE_ENV, segment_size_bytes.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut child = ChildGuard(child);
+    let mut child = ChildTest::spawn(
+        CHILD_TEST_NAME,
+        &[(CHILD_MOUNT_ENV, mount_point.as_os_str().to_owned()), (CHILD_SEGMENT_SIZE_ENV, segment_size_bytes.to_string().into())],
+    );
     let stdout = child.0.stdout.take().unwrap();
     let mut stderr = child.0.stderr.take().unwrap();
     let stdout_reader = std::thread::spawn(move || BufReader::new(stdout).lines().map_while(Result::ok).collect::<Vec<_>>());

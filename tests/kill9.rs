@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::mpsc;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -34,7 +34,7 @@ use segstore::raftpb::{ConfState, Entry, EntryType, HardState, Snapshot, Snapsho
 use segstore::{Error, Log, Options, Position, SnapshotMarker, Snapshotter, Storage, SyncMode};
 
 use common::raft::entry_data;
-use common::{test_seed, SeedGuard, KIND};
+use common::{test_seed, ChildTest, SeedGuard, KIND};
 
 const DEFAULT_ITERATIONS: usize = 20;
 const ITERATIONS_ENV: &str = "SEGSTORE_KILL9_ITERATIONS";
@@ -105,16 +105,6 @@ fn pick_kill_moment(rng: &mut StdRng) -> KillAt {
     }
 }
 
-/// Kills and reaps the child when dropped, so that none outlives a failed test.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 struct Killed {
     /// Every whole line the child printed before it died, tag removed.
     lines: Vec<String>,
@@ -123,16 +113,8 @@ struct Killed {
 /// Runs child `test_name` on `directory` as run `run` and kills it at `kill_at`. Panics
 /// if the child ends any other way.
 fn run_and_kill(test_name: &str, directory: &Path, run: u32, kill_at: KillAt) -> Killed {
-    let child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", test_name, "--ignored", "--nocapture", "--test-threads=1"])
-        .env(CHILD_RUN_ENV, run.to_string())
-        .env(CHILD_DIRECTORY_ENV, directory)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut child = ChildGuard(child);
+    let mut child =
+        ChildTest::spawn(test_name, &[(CHILD_RUN_ENV, run.to_string().into()), (CHILD_DIRECTORY_ENV, directory.as_os_str().to_owned())]);
     let spawned = Instant::now();
     let stdout = child.0.stdout.take().unwrap();
     let mut stderr = child.0.stderr.take().unwrap();

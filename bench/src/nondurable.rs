@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use segstore::record::data_span_bytes;
 use segstore::{Log, Options, RecordKind, SyncMode};
+use segstore_cli::comparison::turns;
 use segstore_cli::segstore_contender::wait_for_preparer;
 use segstore_cli::stats::{paired_ratio, Spread};
 use segstore_cli::workload::entry_data;
@@ -123,15 +124,13 @@ pub fn run_nondurable(
         let mut buffer = vec![1u8; (records as usize + 4) * payload_bytes];
         for threads in [1usize, 2, 4] {
             let mut row = NondurableRow { payload_bytes, threads, segstore: Vec::new(), memcpy: Vec::new() };
-            for round in 0..rounds {
+            for (round, variant) in turns(rounds, 2) {
                 tick(&format!("{payload_bytes} B × {threads} threads, round {}/{rounds}", round + 1));
-                let dir = scratch.join(format!("w5-{payload_bytes}-{threads}-{round}"));
-                if round % 2 == 0 {
+                if variant == 0 {
+                    let dir = scratch.join(format!("w5-{payload_bytes}-{threads}-{round}"));
                     row.segstore.push(segstore_run(&dir, threads, payload_bytes, records)?);
-                    row.memcpy.push(memcpy_run(&mut buffer, threads, payload_bytes, records)?);
                 } else {
                     row.memcpy.push(memcpy_run(&mut buffer, threads, payload_bytes, records)?);
-                    row.segstore.push(segstore_run(&dir, threads, payload_bytes, records)?);
                 }
             }
             rows.push(row);

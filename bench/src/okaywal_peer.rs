@@ -11,7 +11,7 @@ use std::sync::Arc;
 use okaywal::{Configuration, Entry, EntryId, LogManager, SegmentReader, WriteAheadLog};
 use prost::Message;
 use segstore_cli::contender::{Contender, Role};
-use segstore_cli::workload::{drive_saves, entries, hard_state, DataPool, SaveRun, SaveSpec};
+use segstore_cli::workload::{batches, drive_saves, entries, hard_state, DataPool, SaveRun, SaveSpec};
 
 use crate::recovery::{ReadBack, RecoveryContender};
 
@@ -85,8 +85,8 @@ impl RecoveryContender for OkaywalPeer {
     fn write(&self, dir: &Path, entries: u64, entry_data_bytes: usize, entries_per_save: usize) -> anyhow::Result<()> {
         let wal = Configuration::default_for(dir).checkpoint_after_bytes(u64::MAX).open(Replay::default())?;
         let data = DataPool::new(entry_data_bytes);
-        for first in (1..=entries).step_by(entries_per_save) {
-            save(&wal, first, entries_per_save.min((entries - first + 1) as usize), &data)?;
+        for (first, count) in batches(entries, entries_per_save) {
+            save(&wal, first, count, &data)?;
         }
         wal.shutdown()?;
         Ok(())

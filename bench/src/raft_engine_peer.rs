@@ -7,7 +7,7 @@ use std::path::Path;
 use raft::eraftpb::{Entry, HardState};
 use raft_engine::{Config, Engine, LogBatch, MessageExt};
 use segstore_cli::contender::{Contender, Role};
-use segstore_cli::workload::{drive_saves, DataPool, SaveRun, SaveSpec, TERM};
+use segstore_cli::workload::{batches, drive_saves, hard_state, DataPool, SaveRun, SaveSpec, TERM};
 
 use crate::recovery::{ReadBack, RecoveryContender};
 
@@ -38,7 +38,8 @@ fn open(dir: &Path) -> anyhow::Result<Engine> {
 fn batch(region: u64, first: u64, count: usize, data: &DataPool) -> anyhow::Result<LogBatch> {
     let entries: Vec<Entry> =
         (first..first + count as u64).map(|index| Entry { term: TERM, index, data: data.get(index).clone(), ..Entry::default() }).collect();
-    let hard_state = HardState { term: TERM, vote: 1, commit: first + count as u64 - 2, ..HardState::default() };
+    let committed = hard_state(first + count as u64 - 1);
+    let hard_state = HardState { term: committed.term, vote: committed.vote, commit: committed.commit, ..HardState::default() };
     let mut batch = LogBatch::default();
     batch.add_entries::<EntryFormat>(region, &entries)?;
     batch.put_message(region, HARD_STATE_KEY.to_vec(), &hard_state)?;
@@ -78,8 +79,7 @@ impl RecoveryContender for RaftEnginePeer {
     fn write(&self, dir: &Path, entries: u64, entry_data_bytes: usize, entries_per_save: usize) -> anyhow::Result<()> {
         let engine = open(dir)?;
         let data = DataPool::new(entry_data_bytes);
-        for first in (1..=entries).step_by(entries_per_save) {
-            let count = entries_per_save.min((entries - first + 1) as usize);
+        for (first, count) in batches(entries, entries_per_save) {
             engine.write(&mut batch(1, first, count, &data)?, true)?;
         }
         Ok(())

@@ -12,9 +12,10 @@ use std::process::{Command, Stdio};
 
 use anyhow::Context;
 use segstore::{Options, SnapshotMarker, Storage};
+use segstore_cli::comparison::turns;
 use segstore_cli::io_counters::{device_read_bytes, drop_page_cache, peak_rss_bytes};
 use segstore_cli::stats::{paired_ratio, Spread};
-use segstore_cli::workload::{entries, hard_state, DataPool};
+use segstore_cli::workload::{batches, entries, hard_state, DataPool};
 
 use crate::etcd_peer::parse_report;
 
@@ -68,8 +69,8 @@ impl RecoveryContender for SegstoreRecovery {
     fn write(&self, dir: &Path, count: u64, entry_data_bytes: usize, entries_per_save: usize) -> anyhow::Result<()> {
         let storage = Storage::create(dir, b"segstore-bench", Options::default())?;
         let data = DataPool::new(entry_data_bytes);
-        for first in (1..=count).step_by(entries_per_save) {
-            let batch = entries(first, entries_per_save.min((count - first + 1) as usize), &data);
+        for (first, batch_entries) in batches(count, entries_per_save) {
+            let batch = entries(first, batch_entries, &data);
             storage.save(&hard_state(first + batch.len() as u64 - 1), &batch)?;
         }
         storage.close()?;
@@ -250,30 +251,22 @@ pub fn run_recovery(
     tick: &mut dyn FnMut(&str),
 ) -> anyhow::Result<RecoveryComparison> {
     prepare_logs(contenders, spec, root, tick)?;
-    let mut cold_skipped = None;
+    // Cold reads need the page cache dropped, which needs root: find out once.
+    let cold_skipped = drop_page_cache().err();
     let mut cold: Vec<Vec<RecoveryRun>> = vec![Vec::new(); contenders.len()];
     let mut warm: Vec<Vec<RecoveryRun>> = vec![Vec::new(); contenders.len()];
-    for round in 0..rounds {
-        for turn in 0..contenders.len() {
-            let index = (round + turn) % contenders.len();
-            let contender = contenders[index];
-            let dir = log_dir(root, contender.reads_log_of().unwrap_or(contender.key()), spec);
-            tick(&format!("round {}/{rounds}: {}", round + 1, contender.name()));
-            if cold_skipped.is_none() {
-                match drop_page_cache() {
-                    Ok(()) => cold[index].push(read_once(contender, &dir, spec, device_stat)?),
-                    Err(reason) => cold_skipped = Some(reason),
-                }
-            }
-            // The cold read just filled the cache; read once more if it did not run.
-            if cold_skipped.is_some() {
-                read_once(contender, &dir, spec, device_stat)?;
-            }
-            warm[index].push(read_once(contender, &dir, spec, device_stat)?);
+    for (round, index) in turns(rounds, contenders.len()) {
+        let contender = contenders[index];
+        let dir = log_dir(root, contender.reads_log_of().unwrap_or(contender.key()), spec);
+        tick(&format!("round {}/{rounds}: {}", round + 1, contender.name()));
+        if cold_skipped.is_none() {
+            drop_page_cache().map_err(anyhow::Error::msg)?;
+            cold[index].push(read_once(contender, &dir, spec, device_stat)?);
+        } else {
+            // Fills the cache for the warm read, as the cold read does otherwise.
+            read_once(contender, &dir, spec, device_stat)?;
         }
-    }
-    if cold_skipped.is_some() {
-        cold.iter_mut().for_each(Vec::clear);
+        warm[index].push(read_once(contender, &dir, spec, device_stat)?);
     }
     Ok(RecoveryComparison { names: contenders.iter().map(|contender| contender.name().to_string()).collect(), cold, warm, cold_skipped })
 }

@@ -29,6 +29,13 @@ pub const DATA_RATE: Metric =
 pub const DEVICE_BYTES_PER_SAVE: Metric =
     Metric { name: "device bytes/save", higher_is_better: false, value: SaveRun::device_bytes_per_save, format: stats::kibibytes };
 
+/// The order in which `contenders` take turns over `rounds`: `(round, contender)`, each
+/// round starting one contender later than the one before, so that drift in the
+/// machine's state (a cache, a disk's background work) does not favour one of them.
+pub fn turns(rounds: usize, contenders: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..rounds).flat_map(move |round| (0..contenders).map(move |turn| (round, (round + turn) % contenders)))
+}
+
 pub struct Comparison {
     pub spec: SaveSpec,
     pub names: Vec<String>,
@@ -50,17 +57,14 @@ impl Comparison {
         before_run: &mut dyn FnMut(&str),
     ) -> anyhow::Result<Comparison> {
         let mut runs: Vec<Vec<SaveRun>> = contenders.iter().map(|_| Vec::with_capacity(rounds)).collect();
-        for round in 0..rounds {
-            for turn in 0..contenders.len() {
-                let index = (round + turn) % contenders.len();
-                let contender = contenders[index];
-                before_run(&format!("round {}/{rounds}: {}", round + 1, contender.name()));
-                let dir = scratch.join(format!("run-{round}-{index}"));
-                let run =
-                    contender.run_saves(&dir, spec, device_stat).map_err(|error| error.context(format!("{} failed", contender.name())))?;
-                std::fs::remove_dir_all(&dir).ok();
-                runs[index].push(run);
-            }
+        for (round, index) in turns(rounds, contenders.len()) {
+            let contender = contenders[index];
+            before_run(&format!("round {}/{rounds}: {}", round + 1, contender.name()));
+            let dir = scratch.join(format!("run-{round}-{index}"));
+            let run =
+                contender.run_saves(&dir, spec, device_stat).map_err(|error| error.context(format!("{} failed", contender.name())))?;
+            std::fs::remove_dir_all(&dir).ok();
+            runs[index].push(run);
         }
         Ok(Comparison {
             spec: spec.clone(),
@@ -172,6 +176,11 @@ mod tests {
                 Ok(())
             })
         }
+    }
+
+    #[test]
+    fn turns_rotate_the_first_contender() {
+        assert_eq!(turns(3, 2).collect::<Vec<_>>(), vec![(0, 0), (0, 1), (1, 1), (1, 0), (2, 0), (2, 1)]);
     }
 
     #[test]

@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use anyhow::Context;
 
 use crate::contender::{Contender, Role};
-use crate::workload::{drive_saves, encoded_entry, entries, DataPool, SaveRun, SaveSpec};
+use prost::Message;
+
+use crate::workload::{drive_saves, entries, DataPool, SaveRun, SaveSpec};
 
 /// Zeros go in 4 KiB writes, as segstore's preparer writes them: larger writes leave
 /// large folios in the page cache, and a sync of one dirty 4 KiB page in a large folio
@@ -41,7 +43,7 @@ impl RawLimit {
 
 /// The bytes of one save as a log would frame them: the encoded entries back to back.
 fn save_bytes(spec: &SaveSpec) -> Vec<u8> {
-    entries(1, spec.entries_per_save, &DataPool::new(spec.entry_data_bytes)).iter().flat_map(encoded_entry).collect()
+    entries(1, spec.entries_per_save, &DataPool::new(spec.entry_data_bytes)).iter().flat_map(Message::encode_to_vec).collect()
 }
 
 /// Creates `path` at `size_bytes` of zeros, written and synced with its directory.

@@ -6,7 +6,6 @@ use std::sync::Barrier;
 use std::time::Instant;
 
 use bytes::Bytes;
-use prost::Message;
 use segstore::raftpb::{Entry, HardState};
 
 use crate::io_counters::WriteCounters;
@@ -182,9 +181,10 @@ pub fn hard_state(last_index: u64) -> HardState {
     HardState { term: TERM, vote: 1, commit: last_index.saturating_sub(1) }
 }
 
-/// `entry`'s protobuf encoding: what engines that store opaque bytes are given.
-pub fn encoded_entry(entry: &Entry) -> Vec<u8> {
-    entry.encode_to_vec()
+/// The saves that write entries `1..=entries`, `entries_per_save` at a time (the last
+/// one may be short): `(first index, entry count)` of each.
+pub fn batches(entries: u64, entries_per_save: usize) -> impl Iterator<Item = (u64, usize)> {
+    (1..=entries).step_by(entries_per_save).map(move |first| (first, entries_per_save.min((entries - first + 1) as usize)))
 }
 
 #[cfg(test)]
@@ -222,6 +222,12 @@ mod tests {
             Ok(())
         });
         assert!(result.unwrap_err().to_string().contains("disk on fire"));
+    }
+
+    #[test]
+    fn batches_cover_every_entry_once() {
+        assert_eq!(batches(10, 4).collect::<Vec<_>>(), vec![(1, 4), (5, 4), (9, 2)]);
+        assert_eq!(batches(8, 4).collect::<Vec<_>>(), vec![(1, 4), (5, 4)]);
     }
 
     #[test]

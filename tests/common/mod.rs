@@ -176,3 +176,31 @@ pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
 pub fn wait_for_prepared_segment(log: &Log) {
     wait_until("the next segment is prepared", || segment_files(log.directory()).len() > log.segment_count());
 }
+
+/// A child process running one ignored test of this very test binary: how a test gets
+/// a writer process it can kill. Killed and reaped when dropped, so that none outlives
+/// a failed test (or keeps a file system busy).
+pub struct ChildTest(pub std::process::Child);
+
+impl ChildTest {
+    /// Starts test `test_name` with `env` set, stdin closed, stdout and stderr piped.
+    pub fn spawn(test_name: &str, env: &[(&str, std::ffi::OsString)]) -> ChildTest {
+        use std::process::{Command, Stdio};
+        let child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", test_name, "--ignored", "--nocapture", "--test-threads=1"])
+            .envs(env.iter().map(|(name, value)| (name, value)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        ChildTest(child)
+    }
+}
+
+impl Drop for ChildTest {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
