@@ -240,6 +240,34 @@ fn the_durable_watermark_never_passes_what_a_sync_covered() {
     });
 }
 
+/// Three writers: whoever publishes after a sync took its target sleeps on the other
+/// parity's condvar and is woken by that sync's end (one of them, to run the next sync
+/// for all). A lost wake-up there is a deadlock, which loom reports.
+#[test]
+fn waiters_beyond_the_sync_in_progress_are_woken_for_the_next_one() {
+    let mut builder = loom::model::Builder::new();
+    // Three threads around two condvars: bounded preemptions keep the search to seconds.
+    builder.preemption_bound = Some(3);
+    builder.check(|| {
+        let commit = Arc::new(GroupCommit::new(0));
+        let disk = FakeDisk::new(false);
+        let waiters: Vec<_> = (0..3)
+            .map(|_| {
+                let (commit, disk) = (Arc::clone(&commit), Arc::clone(&disk));
+                loom::thread::spawn(move || {
+                    let (end, result) = append_and_wait(&commit, &disk, 10);
+                    result.unwrap();
+                    assert!(disk.synced.load(Ordering::Acquire) >= end);
+                })
+            })
+            .collect();
+        for waiter in waiters {
+            waiter.join().unwrap();
+        }
+        assert_eq!(commit.durable_position(), 30);
+    });
+}
+
 #[test]
 fn a_failed_sync_fails_every_waiter_and_is_never_retried() {
     loom::model(|| {
