@@ -44,6 +44,9 @@ pub enum Error {
     Unavailable { index: u64, last_index: u64 },
     /// A record of the Raft layer that does not decode.
     BadRecord { position: u64, reason: String },
+    /// While replaying at open, a record rewrites an entry that a hard state had already
+    /// committed and that was handed to the caller: Raft never does that.
+    CommittedEntryRewritten { index: u64, position: u64, delivered_through: u64 },
     /// No snapshot file qualifies.
     NoSnapshot,
 }
@@ -92,6 +95,10 @@ impl fmt::Display for Error {
             Error::Compacted { index, first_index } => write!(f, "entry {index} was compacted; the first entry is {first_index}"),
             Error::Unavailable { index, last_index } => write!(f, "entry {index} is not in the log; the last entry is {last_index}"),
             Error::BadRecord { position, reason } => write!(f, "record at log position {position} does not decode: {reason}"),
+            Error::CommittedEntryRewritten { index, position, delivered_through } => write!(
+                f,
+                "the record at log position {position} rewrites entry {index}, but entries up to {delivered_through} were committed and already replayed"
+            ),
             Error::NoSnapshot => write!(f, "no usable snapshot"),
         }
     }
@@ -119,7 +126,9 @@ impl From<Error> for io::Error {
             Error::SnapshotNotFound { .. } | Error::NoSnapshot | Error::Unavailable { .. } | Error::Compacted { .. } => {
                 io::ErrorKind::NotFound
             }
-            Error::SnapshotMismatch { .. } | Error::MetadataConflict | Error::BadRecord { .. } => io::ErrorKind::InvalidData,
+            Error::SnapshotMismatch { .. } | Error::MetadataConflict | Error::BadRecord { .. } | Error::CommittedEntryRewritten { .. } => {
+                io::ErrorKind::InvalidData
+            }
             Error::EntryGap { .. } => io::ErrorKind::InvalidInput,
             Error::Poisoned { .. } => io::ErrorKind::Other,
         };

@@ -17,6 +17,8 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 mod commit;
+#[cfg(not(loom))]
+mod committed_feed;
 pub mod error;
 pub mod fault;
 pub mod mapping;

@@ -27,6 +27,7 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use bytes::Bytes;
 use prost::Message;
 
+use crate::committed_feed::{CommittedFeed, MAX_HELD_BYTES};
 use crate::entry_index::EntryIndex;
 use crate::error::{Error, Result};
 use crate::log::{Log, Position};
@@ -136,17 +137,24 @@ impl State {
 }
 
 /// Replays records in log order into a `State` (etcd's ReadAll rules, minus its bugs).
-struct Replay {
+struct Replay<'v> {
     start: SnapshotMarker,
     state: State,
     seen_metadata: bool,
     matched: bool,
     error: Option<Error>,
+    /// Where live entries go during the scan, for `open_replaying`.
+    feed: Option<CommittedFeed<'v>>,
 }
 
-impl Replay {
+impl<'v> Replay<'v> {
     fn new(start: SnapshotMarker) -> Self {
-        Replay { start, state: State::default(), seen_metadata: false, matched: false, error: None }
+        Replay { start, state: State::default(), seen_metadata: false, matched: false, error: None, feed: None }
+    }
+
+    fn feeding(start: SnapshotMarker, visit: &'v mut dyn FnMut(Entry)) -> Self {
+        let feed = CommittedFeed::new(start.index, MAX_HELD_BYTES, visit);
+        Replay { feed: Some(feed), ..Replay::new(start) }
     }
 
     fn visit(&mut self, position: Position, kind: RecordKind, payload: &[u8]) {
@@ -163,7 +171,8 @@ impl Replay {
             kind::ENTRY => {
                 let (term, index) = entry_term_and_index(payload).map_err(|reason| bad(reason.to_string()))?;
                 // A snapshot installed beyond the log lets the log restart after it.
-                if self.state.restarts_at(index) {
+                let restarted = self.state.restarts_at(index);
+                if restarted {
                     self.state.index.clear();
                 }
                 // Applied to every entry, also those at or below the start snapshot: an
@@ -172,10 +181,16 @@ impl Replay {
                     .index
                     .append(index, term, position)
                     .map_err(|gap| Error::EntryGap { expected: gap.expected, found: gap.found })?;
+                if let Some(feed) = &mut self.feed {
+                    feed.entry(index, position, payload, restarted)?;
+                }
             }
             kind::HARD_STATE => {
                 self.state.hard_state = HardState::decode(payload).map_err(|error| bad(error.to_string()))?;
                 self.state.hard_state_position = Some(position);
+                if let Some(feed) = &mut self.feed {
+                    feed.commit(self.state.hard_state.commit);
+                }
             }
             kind::METADATA => {
                 if !self.seen_metadata {
@@ -206,8 +221,9 @@ impl Replay {
         Ok(())
     }
 
-    /// The replayed state, or why the log cannot be opened at `start`.
-    fn finish(mut self) -> Result<State> {
+    /// The replayed state, or why the log cannot be opened at `start`; with a feed, the
+    /// index to read on from if it could not hold every entry until now.
+    fn finish(mut self) -> Result<(State, Option<u64>)> {
         if let Some(error) = self.error {
             return Err(error);
         }
@@ -217,7 +233,8 @@ impl Replay {
         }
         self.state.index.compact_to(self.start.index + 1);
         self.state.snapshot = self.start;
-        Ok(self.state)
+        let read_on_from = self.feed.and_then(CommittedFeed::finish);
+        Ok((self.state, read_on_from))
     }
 }
 
@@ -255,23 +272,54 @@ impl Storage {
     /// Opens the log in `directory` for appending, replaying it from the snapshot marker
     /// `snapshot` (which must be in the log, with the same term).
     pub fn open(directory: impl AsRef<Path>, snapshot: &SnapshotMarker, options: Options) -> Result<Storage> {
-        let directory = directory.as_ref();
+        let (storage, _) = Self::open_with_replay(directory.as_ref(), options, Replay::new(snapshot.clone()))?;
+        Ok(storage)
+    }
+
+    /// [`Storage::open`], handing `visit` every live entry after `snapshot` in index
+    /// order — what `for_each_entry(first_index())` would give after opening — in the
+    /// same pass over the log that opening makes, so a node replaying its log at boot
+    /// reads and checks every byte once instead of twice.
+    ///
+    /// An entry is handed over during the scan once a later hard state commits it
+    /// (Raft never rewrites a committed entry); the uncommitted tail follows at the end.
+    /// A log that rewrites an entry already handed over fails with
+    /// [`Error::CommittedEntryRewritten`]. A log restarted after an installed snapshot
+    /// (see [`Storage::save`]) hands over the entries before the restart that were
+    /// committed, then continues at the restart's index. If the open fails, `visit` may
+    /// already have seen some entries: all of them checked, all committed.
+    pub fn open_replaying(
+        directory: impl AsRef<Path>,
+        snapshot: &SnapshotMarker,
+        options: Options,
+        mut visit: impl FnMut(Entry),
+    ) -> Result<Storage> {
+        let (storage, read_on_from) = Self::open_with_replay(directory.as_ref(), options, Replay::feeding(snapshot.clone(), &mut visit))?;
+        if let Some(low) = read_on_from {
+            storage.for_each_entry(low, |entry| {
+                visit(entry);
+                true
+            })?;
+        }
+        Ok(storage)
+    }
+
+    fn open_with_replay(directory: &Path, options: Options, mut replay: Replay<'_>) -> Result<(Storage, Option<u64>)> {
         if !holds_segments(directory)? {
             // Never create a log here: that is `create`'s job, and a half-made one would
             // make a later `create` fail.
             return Err(Error::io("open log", directory, std::io::Error::new(std::io::ErrorKind::NotFound, "no log segments here")));
         }
-        let mut replay = Replay::new(snapshot.clone());
         let log = Log::open_with(directory, options, &mut |position, kind, payload| replay.visit(position, kind, payload))?;
-        let state = replay.finish()?;
-        Ok(Storage { log, state: RwLock::new(state) })
+        let (state, read_on_from) = replay.finish()?;
+        Ok((Storage { log, state: RwLock::new(state) }, read_on_from))
     }
 
     /// Opens the log for reading only (see [`Log::open_read_only`]).
     pub fn open_read_only(directory: impl AsRef<Path>, snapshot: &SnapshotMarker) -> Result<Storage> {
         let mut replay = Replay::new(snapshot.clone());
         let log = Log::open_read_only_with(directory, &mut |position, kind, payload| replay.visit(position, kind, payload))?;
-        let state = replay.finish()?;
+        let (state, _) = replay.finish()?;
         Ok(Storage { log, state: RwLock::new(state) })
     }
 

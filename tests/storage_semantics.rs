@@ -195,6 +195,12 @@ fn check_case(case: &Case) {
             // Unlike etcd in write mode (PR #21369), both modes report it.
             expect_error(Storage::open_read_only(&path, &at), want, &format!("{}: read-only open at {at:?}", case.name));
             expect_error(Storage::open(&path, &at, options.clone()), want, &format!("{}: second open at {at:?}", case.name));
+            match Storage::open_replaying(&path, &at, options.clone(), |_| {}) {
+                Err(Error::CommittedEntryRewritten { .. }) if rewrites_committed_entries(case) => {}
+                result => {
+                    expect_error(result, want, &format!("{}: open_replaying at {at:?}", case.name));
+                }
+            }
             // The failed opens left the log as it was.
             if let Some(before) = before {
                 Storage::open(&path, &before, options)
@@ -214,8 +220,54 @@ fn check_case(case: &Case) {
             drop(reopened);
             let read_only = Storage::open_read_only(&path, &at).unwrap_or_else(|error| panic!("{}: read-only open: {error}", case.name));
             check_state(&read_only, case, hard_state, expected, "read-only");
+            drop(read_only);
+            check_replay(case, &path, &at, options, hard_state, expected);
         }
     }
+}
+
+/// `Storage::open_replaying` hands over exactly the entries `read_all` returns, or, for
+/// a history that rewrote an entry after committing it (which Raft never does), may
+/// refuse to.
+fn check_replay(
+    case: &Case,
+    path: &std::path::Path,
+    at: &SnapshotMarker,
+    options: Options,
+    hard_state: &HardState,
+    expected: &[(u64, u64)],
+) {
+    let mut replayed = Vec::new();
+    match Storage::open_replaying(path, at, options, |entry| replayed.push(entry)) {
+        Ok(storage) => {
+            assert_eq!(shape(&replayed), expected, "{}: entries replayed", case.name);
+            for entry in &replayed {
+                assert!(
+                    *entry == sized_entry(entry.index, entry.term, case.entry_bytes),
+                    "{}: data of replayed entry {}",
+                    case.name,
+                    entry.index
+                );
+            }
+            check_state(&storage, case, hard_state, expected, "opened replaying");
+        }
+        Err(Error::CommittedEntryRewritten { .. }) if rewrites_committed_entries(case) => {}
+        Err(error) => panic!("{}: open_replaying at {at:?}: {error}", case.name),
+    }
+}
+
+/// Whether a save of the case writes an entry at or below a commit index saved before.
+fn rewrites_committed_entries(case: &Case) -> bool {
+    let mut commit = 0;
+    for op in &case.ops {
+        if let Save(hard_state, entries) = op {
+            if entries.first().is_some_and(|first| first.index <= commit) {
+                return true;
+            }
+            commit = commit.max(hard_state.commit);
+        }
+    }
+    false
 }
 
 fn check_all(cases: &[Case]) {
@@ -990,6 +1042,7 @@ fn every_snapshot_of_a_log_with_overwrites_opens_to_the_model() {
             let opened = Storage::open(&path, at, options(4096)).unwrap_or_else(|error| panic!("{case}: {error}"));
             common::raft::assert_matches_model(&opened, &expected_model, at, METADATA, &case);
             drop(opened);
+            common::raft::assert_replay_matches_model(&path, options(4096), &expected_model, at, METADATA, &case);
             // Released to the marker in a copy, then reopened.
             let copy = tempfile::tempdir().unwrap();
             copy_log(&path, copy.path());
@@ -1077,6 +1130,8 @@ fn random_histories_open_to_the_model_at_every_snapshot() {
             drop(opened);
             let read_only = Storage::open_read_only(&path, at).unwrap_or_else(|error| panic!("{case}, read-only: {error}"));
             common::raft::assert_matches_model(&read_only, &model, at, METADATA, &format!("{case}, read-only"));
+            drop(read_only);
+            common::raft::assert_replay_matches_model(&path, options.clone(), &model, at, METADATA, &case);
         }
         // Released to the newest marker: it and every entry above it stay.
         let newest = markers.last().unwrap().clone();
@@ -1197,4 +1252,48 @@ fn concurrent_consecutive_batches_serialized_by_a_counter() {
     Arc::into_inner(storage).unwrap().close().unwrap();
     let reopened = Storage::open(&path, &marker(0, 0), options(16384)).unwrap();
     assert!(reopened.read_all().unwrap() == (METADATA.to_vec(), hs(1, total - BATCH), entries(1..=total, 1, 400)));
+}
+
+/// Raft never rewrites a committed entry; a log that does still opens, but a replaying
+/// open cannot take back the entries it handed over, so it says where the log did it.
+#[test]
+fn open_replaying_refuses_a_log_that_rewrites_committed_entries() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("wal");
+    let storage = Storage::create(&path, METADATA, options(1 << 20)).unwrap();
+    storage.save(&hs(1, 3), &entries(1..=5, 1, 40)).unwrap();
+    storage.save(&hs(2, 3), &entries(3..=4, 2, 40)).unwrap();
+    let position = storage.log().published_position().0;
+    storage.close().unwrap();
+    let opened = Storage::open(&path, &marker(0, 0), options(1 << 20)).unwrap();
+    assert_eq!(shape(&opened.read_all().unwrap().2), [(1, 1), (2, 1), (3, 2), (4, 2)]);
+    drop(opened);
+    let mut replayed = Vec::new();
+    match Storage::open_replaying(&path, &marker(0, 0), options(1 << 20), |entry| replayed.push(entry)) {
+        Err(Error::CommittedEntryRewritten { index: 3, position: at, delivered_through: 3 }) => {
+            assert!(at < position, "the rewrite's position {at} lies in the log (published up to {position})");
+        }
+        other => panic!("expected CommittedEntryRewritten for entry 3, got {other:?}"),
+    }
+    assert_eq!(shape(&replayed), [(1, 1), (2, 1), (3, 1)], "what was handed over was committed");
+}
+
+/// Past the bound on entries held for a commit, a replaying open reads the rest back from
+/// the opened log: still every entry, once, in order.
+#[test]
+fn open_replaying_hands_over_a_long_uncommitted_tail() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("wal");
+    let options = options(16 << 20);
+    let storage = Storage::create(&path, METADATA, options.clone()).unwrap();
+    let mut model = Model::default();
+    let committed = hs(1, 16);
+    for first in (1..=16 * 72).step_by(16) {
+        let batch = entries(first..=first + 15, 1, 64 << 10);
+        storage.save(&committed, &batch).unwrap();
+        model.save(&committed, &batch);
+    }
+    storage.close().unwrap();
+    // 1,136 uncommitted entries of 64 KiB: over 64 MiB.
+    common::raft::assert_replay_matches_model(&path, options, &model, &marker(0, 0), METADATA, "uncommitted tail past the bound");
 }

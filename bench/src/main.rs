@@ -170,7 +170,7 @@ fn recovery_section(report: &mut Report, comparison: &RecoveryComparison, spec: 
     }
     let note = comparison.cold_skipped.as_ref().map_or(String::new(), |reason| format!("\nCold reads were skipped: {reason}.\n"));
     report.section(&format!(
-        "## W4: reopen and read back {} entries × {} B ({:.2} GiB of entry data)\n\nEach engine's log was written once ({} entries per durable save); every read is a new process that opens the log and reads every entry, timed inside the process; `cold` follows `sync; echo 3 > /proc/sys/vm/drop_caches`, `warm` runs right after it. The raw read is segstore's segment files read front to back with 1 MiB reads. Peak RSS is the child's own `VmHWM`.\n\n{}{note}",
+        "## W4: reopen and read back {} entries × {} B ({:.2} GiB of entry data)\n\nEach engine's log was written once ({} entries per durable save); every read is a new process that opens the log and reads every entry, timed inside the process; `cold` follows `sync; echo 3 > /proc/sys/vm/drop_caches`, `warm` runs right after it. segstore opens with `Storage::open_replaying`, which hands over every entry during the scan that opens the log; the row below it opens, then reads with `for_each_entry` (two passes). The raw read is segstore's segment files read front to back with 1 MiB reads. Peak RSS is the child's own `VmHWM`.\n\n{}{note}",
         spec.entries,
         spec.entry_data_bytes,
         (spec.entries * spec.entry_data_bytes as u64) as f64 / (1u64 << 30) as f64,
@@ -182,9 +182,10 @@ fn recovery_section(report: &mut Report, comparison: &RecoveryComparison, spec: 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let raw_read = RawRead;
-    let segstore_recovery = SegstoreRecovery;
+    let segstore_recovery = SegstoreRecovery { two_pass: false };
+    let segstore_two_pass = SegstoreRecovery { two_pass: true };
     if let Some(Child::ChildRead { key, dir }) = &cli.child {
-        let contenders: [&dyn RecoveryContender; 4] = [&segstore_recovery, &raw_read, &RaftEnginePeer, &OkaywalPeer];
+        let contenders: [&dyn RecoveryContender; 5] = [&segstore_recovery, &segstore_two_pass, &raw_read, &RaftEnginePeer, &OkaywalPeer];
         recovery::child_read(&contenders, key, dir)?;
         // Skip teardown: what is measured is open + read, and the parent waits for exit.
         std::process::exit(0);
@@ -305,7 +306,7 @@ fn main() -> anyhow::Result<()> {
     }
     if wants("w4") {
         let spec = RecoverySpec { entries: if cli.quick { 262_144 } else { 2_097_152 }, entry_data_bytes: 512, entries_per_save: 256 };
-        let mut contenders: Vec<&dyn RecoveryContender> = vec![&segstore_recovery, &raw_read, &raft_engine, &okaywal];
+        let mut contenders: Vec<&dyn RecoveryContender> = vec![&segstore_recovery, &segstore_two_pass, &raw_read, &raft_engine, &okaywal];
         if let Ok(etcd) = &etcd {
             contenders.push(etcd);
         }

@@ -39,6 +39,11 @@ pub trait RecoveryContender: Sync {
         None
     }
 
+    /// Whether it reads entries (checked against what was written), not just bytes.
+    fn counts_entries(&self) -> bool {
+        true
+    }
+
     /// Writes `entries` Raft entries of `entry_data_bytes`, `entries_per_save` per
     /// durable save, into `dir`, which does not exist yet.
     fn write(&self, dir: &Path, entries: u64, entry_data_bytes: usize, entries_per_save: usize) -> anyhow::Result<()>;
@@ -54,16 +59,32 @@ pub trait RecoveryContender: Sync {
     }
 }
 
-/// segstore: `Storage::open`, as a restarting node does, then every entry streamed.
-pub struct SegstoreRecovery;
+/// segstore, as a node replaying its log at boot reads it: `Storage::open_replaying`,
+/// one pass that opens the log and hands over every entry; or, with `two_pass`,
+/// `Storage::open` and then `for_each_entry`, which reads and checks everything twice.
+pub struct SegstoreRecovery {
+    pub two_pass: bool,
+}
 
 impl RecoveryContender for SegstoreRecovery {
     fn name(&self) -> &str {
-        "segstore"
+        if self.two_pass {
+            "segstore, open then for_each_entry"
+        } else {
+            "segstore"
+        }
     }
 
     fn key(&self) -> &str {
-        "segstore"
+        if self.two_pass {
+            "segstore-two-pass"
+        } else {
+            "segstore"
+        }
+    }
+
+    fn reads_log_of(&self) -> Option<&str> {
+        self.two_pass.then_some("segstore")
     }
 
     fn write(&self, dir: &Path, count: u64, entry_data_bytes: usize, entries_per_save: usize) -> anyhow::Result<()> {
@@ -78,13 +99,21 @@ impl RecoveryContender for SegstoreRecovery {
     }
 
     fn read(&self, dir: &Path) -> anyhow::Result<ReadBack> {
-        let storage = Storage::open(dir, &SnapshotMarker::new(0, 0), Options::default())?;
         let mut read = ReadBack::default();
-        storage.for_each_entry(storage.first_index(), |entry| {
+        let mut count = |entry: segstore::raftpb::Entry| {
             read.entries += 1;
             read.data_bytes += entry.data.map_or(0, |data| data.len() as u64);
-            true
-        })?;
+        };
+        let start = SnapshotMarker::new(0, 0);
+        if self.two_pass {
+            let storage = Storage::open(dir, &start, Options::default())?;
+            storage.for_each_entry(storage.first_index(), |entry| {
+                count(entry);
+                true
+            })?;
+        } else {
+            Storage::open_replaying(dir, &start, Options::default(), count)?;
+        }
         Ok(read)
     }
 }
@@ -104,6 +133,10 @@ impl RecoveryContender for RawRead {
 
     fn reads_log_of(&self) -> Option<&str> {
         Some("segstore")
+    }
+
+    fn counts_entries(&self) -> bool {
+        false
     }
 
     fn write(&self, _dir: &Path, _entries: u64, _entry_data_bytes: usize, _entries_per_save: usize) -> anyhow::Result<()> {
@@ -226,7 +259,7 @@ fn read_once(
     let number = |key: &str| -> anyhow::Result<u64> {
         report.get(key).with_context(|| format!("{} printed no {key}: {stdout:?}", contender.name()))?.parse().context("a number")
     };
-    if contender.reads_log_of().is_none() {
+    if contender.counts_entries() {
         let expected = ReadBack { entries: spec.entries, data_bytes: spec.entries * spec.entry_data_bytes as u64 };
         let read = ReadBack { entries: number("entries")?, data_bytes: number("data_bytes")? };
         anyhow::ensure!(read == expected, "{} read back {read:?}, not {expected:?}", contender.name());

@@ -7,7 +7,7 @@ use std::path::Path;
 use bytes::Bytes;
 use segstore::raftpb::{Entry, HardState};
 use segstore::segment::{parse_file_name, SEGMENT_HEADER_SIZE};
-use segstore::{Error, SnapshotMarker, Storage};
+use segstore::{Error, Options, SnapshotMarker, Storage};
 
 /// Data that names its entry: `index/term:` then a filler derived from both (up to
 /// `size_bytes`), so that an entry read from the wrong place cannot pass for the right one.
@@ -92,6 +92,25 @@ pub fn assert_matches_model(storage: &Storage, model: &Model, snapshot: &Snapsho
     for entry in &expected {
         assert_eq!(storage.term(entry.index).ok(), Some(entry.term), "{case}: term({})", entry.index);
     }
+}
+
+/// Opens `directory` with `Storage::open_replaying` at `snapshot`: the entries it hands
+/// over must be the model's above the snapshot, in index order, each once, and the
+/// storage it opens must match the model as `Storage::open`'s does.
+pub fn assert_replay_matches_model(
+    directory: &Path,
+    options: Options,
+    model: &Model,
+    snapshot: &SnapshotMarker,
+    metadata: &[u8],
+    case: &str,
+) {
+    let mut replayed = Vec::new();
+    let storage = Storage::open_replaying(directory, snapshot, options, |entry| replayed.push(entry))
+        .unwrap_or_else(|error| panic!("{case}: open_replaying failed: {error}"));
+    let expected = model.entries_after(snapshot.index);
+    assert!(replayed == expected, "{case}: replayed {:?}, expected {:?}", shape(&replayed), shape(&expected));
+    assert_matches_model(&storage, model, snapshot, metadata, &format!("{case}, opened replaying"));
 }
 
 /// The segment files of `directory` with their bytes: what a crash leaves of a log
