@@ -20,7 +20,9 @@ use zerocopy::FromBytes;
 
 use crate::segment::{self, SegmentFile, SegmentInfo, SEGMENT_HEADER_SIZE, SEGMENT_SUFFIX, TEMPORARY_SUFFIX};
 
-/// Bytes of a segment faulted in ahead of the writers, in no-sync mode only: fdatasync
+/// Bytes of a segment a writer faults in ahead of itself when it has outrun the
+/// preparer (which faults whole segments in, see `preparer.rs`), in no-sync mode only:
+/// fdatasync
 /// would write the pre-dirtied zero pages back with every sync (device bytes per
 /// 64 x 1 KiB save: 71 -> 139 KiB), and with msync the writer that faults a window in
 /// pays ~200 us for it (a save of 64 x 1 KiB saw its p99 double). Faulting the window
@@ -167,7 +169,14 @@ impl Log {
         );
         let cursor = Cursor::new(Arc::clone(&map), append_offset, SEGMENT_HEADER_SIZE);
         let append_position = last.info.base_position + append_offset;
-        let preparer = Preparer::start(directory.clone(), last.info.sequence + 1, last.info.end_position(), options.segment_size_bytes)?;
+        let preparer = Preparer::start(
+            directory.clone(),
+            last.info.sequence + 1,
+            last.info.end_position(),
+            options.segment_size_bytes,
+            options.sync_mode == SyncMode::None,
+            Arc::clone(&map),
+        )?;
         let mut segments = Vec::with_capacity(files.len() + 1);
         for file in files {
             // Every segment before the last is sealed: published to its end.
@@ -313,6 +322,16 @@ impl Log {
         self.commit.wait_durable(position.0, &|| self.published_frontier(), &|from, to| self.sync_range(from, to))
     }
 
+    /// Blocks until the background preparer is idle: the next segment is prepared (or
+    /// its preparation failed) and, with [`SyncMode::None`], the mappings are faulted
+    /// in. For warming a log up before a burst, and for benchmarks that time appends
+    /// without the preparation running beside them. Returns at once on a read-only log.
+    pub fn wait_for_preparation(&self) {
+        if let Some(appender) = &self.appender {
+            appender.preparer.wait_idle();
+        }
+    }
+
     /// Seals the current segment and continues in the next (already prepared) one.
     pub fn cut(&self) -> Result<()> {
         let appender = self.appender()?;
@@ -336,17 +355,8 @@ impl Log {
             let sealed_end = lock(&self.segments).last().expect("a log has segments").info.end_position();
             self.commit.wait_durable(sealed_end, &|| self.published_frontier(), &|from, to| self.sync_range(from, to))?;
             let prepared = appender.preparer.take()?;
-            let map = SegmentMap::map_file(
-                &prepared.file,
-                prepared.info.size_bytes,
-                prepared.info.base_position,
-                prepared.info.generation,
-                SEGMENT_HEADER_SIZE,
-            )
-            .map_err(|source| Error::io("map segment", &prepared.path, source))?;
-            let map = Arc::new(map);
-            lock(&self.segments).push(Arc::new(into_segment(prepared, Arc::clone(&map))));
-            Ok(map)
+            lock(&self.segments).push(Arc::new(into_segment(prepared.file, Arc::clone(&prepared.map))));
+            Ok(prepared.map)
         })();
         result.map_err(|error| {
             self.commit.poison(error);

@@ -218,6 +218,22 @@ impl SegmentMap {
         self.shared_handles.load(Ordering::Acquire)
     }
 
+    /// Faults in, writable, the next `window_bytes` past the prefault frontier and moves
+    /// the frontier there; `false` once it is at the end. A window is claimed before it
+    /// is faulted, so no two threads fault the same pages. Pages faulted in are dirty:
+    /// only for sync modes that never sync them (see `preparer.rs`).
+    pub fn prefault_next_window(&self, window_bytes: u64) -> bool {
+        let faulted = self.prefaulted_offset.load(Ordering::Acquire);
+        if faulted >= self.size_bytes {
+            return false;
+        }
+        let target = (faulted + window_bytes).min(self.size_bytes);
+        if self.prefaulted_offset.compare_exchange(faulted, target, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            self.memory.prefault(faulted as usize, (target - faulted) as usize);
+        }
+        true
+    }
+
     /// `msync(MS_SYNC)` of the pages holding `[offset, offset + length)`.
     pub fn sync_range(&self, offset: u64, length: u64) -> io::Result<()> {
         if offset.checked_add(length).is_none_or(|end| end > self.size_bytes) {

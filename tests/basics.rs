@@ -137,3 +137,45 @@ fn a_segment_is_not_deleted_while_a_shared_read_holds_its_bytes() {
     assert_eq!(log.release_to(second.position).unwrap(), 1, "free now");
     assert_eq!(log.segment_count(), 1);
 }
+
+/// Minor page faults taken by the calling thread so far (`/proc/thread-self/stat`).
+fn thread_minor_faults() -> u64 {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+    // After "pid (comm) ": state ppid pgrp session tty_nr tpgid flags minflt …
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    fields[7].parse().unwrap()
+}
+
+/// Minor faults the calling thread takes appending `count` 4 KiB records.
+fn faults_appending_pages(log: &Log, count: usize) -> u64 {
+    let payload = vec![7u8; 4096];
+    let before = thread_minor_faults();
+    for _ in 0..count {
+        log.append(KIND, &payload).unwrap();
+    }
+    thread_minor_faults() - before
+}
+
+/// Without syncs the preparer faults the segments in ahead of the appenders (the open
+/// one, then each one it prepares), so appends fault no page; the durable modes never
+/// do it (a sync would write back or write-protect the pages dirtied ahead).
+#[test]
+fn the_preparer_faults_segments_in_only_when_nothing_syncs() {
+    const PAGES: usize = 1024;
+    let options = |sync_mode| Options { segment_size_bytes: 8 << 20, sync_mode };
+    let directory = tempfile::tempdir().unwrap();
+    let log = Log::open(directory.path().join("none"), options(SyncMode::None)).unwrap();
+    log.wait_for_preparation();
+    let faults = faults_appending_pages(&log, PAGES);
+    assert!(faults < 64, "{faults} faults appending {PAGES} pages to the segment opened");
+    log.cut().unwrap();
+    log.wait_for_preparation();
+    let faults = faults_appending_pages(&log, PAGES);
+    assert!(faults < 64, "{faults} faults appending {PAGES} pages to a prepared segment");
+    drop(log);
+
+    let log = Log::open(directory.path().join("msync"), options(SyncMode::Msync)).unwrap();
+    log.wait_for_preparation();
+    let faults = faults_appending_pages(&log, PAGES);
+    assert!(faults >= PAGES as u64 / 2, "only {faults} faults appending {PAGES} pages: were they faulted in ahead?");
+}

@@ -8,7 +8,6 @@ use std::path::Path;
 use segstore::{Options, Storage};
 use segstore_cli::comparison::Comparison;
 use segstore_cli::contender::{Contender, Role};
-use segstore_cli::segstore_contender::wait_for_preparer;
 use segstore_cli::workload::{drive_saves, entries, hard_state, DataPool, SaveRun, SaveSpec};
 
 /// Cuts in each run that cuts: at least the 20 the workload asks for.
@@ -69,7 +68,7 @@ impl Contender for CuttingSegstore {
     fn run_saves(&self, dir: &Path, spec: &SaveSpec, device_stat: Option<&Path>) -> anyhow::Result<SaveRun> {
         let storage =
             Storage::create(dir, b"segstore-bench", Options { segment_size_bytes: self.segment_size_bytes, ..Options::default() })?;
-        wait_for_preparer(storage.log())?;
+        storage.log().wait_for_preparation();
         let data = DataPool::new(spec.entry_data_bytes);
         let run = drive_saves(spec, device_stat, |_, sequence| {
             if self.cut_every_saves.is_some_and(|every| sequence > 0 && sequence % every == 0) {

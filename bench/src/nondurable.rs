@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use segstore::record::data_span_bytes;
 use segstore::{Log, Options, RecordKind, SyncMode};
 use segstore_cli::comparison::turns;
-use segstore_cli::segstore_contender::wait_for_preparer;
 use segstore_cli::stats::{paired_ratio, Spread};
 use segstore_cli::workload::entry_data;
 
@@ -57,7 +56,7 @@ fn segstore_run(dir: &Path, threads: usize, payload_bytes: usize, records: u64) 
     let log_bytes = records * data_span_bytes(payload_bytes as u64);
     let segment_size_bytes = (log_bytes + (1 << 20)).next_multiple_of(1 << 20);
     let log = Log::open(dir, Options { segment_size_bytes, sync_mode: SyncMode::None })?;
-    wait_for_preparer(&log)?;
+    log.wait_for_preparation();
     let payload = entry_data(payload_bytes, 1);
     let elapsed = timed_threads(threads, records, &|_, share| {
         for _ in 0..share {

@@ -2,7 +2,6 @@
 //! preparer so that its zero-fill does not overlap a measurement.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use segstore::{Log, Options, SyncMode};
 
@@ -34,39 +33,10 @@ pub fn filesystem_magic(path: &Path) -> Option<i64> {
     rustix::fs::statfs(path).ok().map(|stat| stat.f_type as i64)
 }
 
-fn segment_files(dir: &Path) -> (usize, usize) {
-    let (mut segments, mut temporary) = (0, 0);
-    for entry in std::fs::read_dir(dir).expect("list log directory").flatten() {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.ends_with(".seg") {
-            segments += 1;
-        } else if name.ends_with(".tmp") {
-            temporary += 1;
-        }
-    }
-    (segments, temporary)
-}
-
-/// Waits until the preparer has installed the segment after the current one, so that
-/// its zero-fill and fsync do not overlap (and pollute) a measurement.
-pub fn wait_for_preparer(log: &Log) {
-    let want = log.segment_count() + 1;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let (segments, temporary) = segment_files(log.directory());
-        if segments >= want && temporary == 0 {
-            return;
-        }
-        assert!(Instant::now() < deadline, "the next segment was not prepared within 120 s");
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
 /// Opens a fresh log in `dir` and waits for the preparer to be idle.
 pub fn open_quiet(dir: &Path, segment_size_bytes: u64, sync_mode: SyncMode) -> Log {
     let log = Log::open(dir, Options { segment_size_bytes, sync_mode }).expect("open log");
-    wait_for_preparer(&log);
+    log.wait_for_preparation();
     log
 }
 

@@ -3,7 +3,6 @@
 //! multi-raft node share one log, each save waiting for its own records to be durable.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use prost::Message;
 use segstore::{Log, Options, RecordKind, Storage, SyncMode};
@@ -39,28 +38,6 @@ impl Segstore {
     }
 }
 
-/// Waits until the background preparer has installed the segment after the current
-/// one, as it has in a log that has been running for a while: its zero-fill would
-/// otherwise overlap the first saves measured.
-pub fn wait_for_preparer(log: &Log) -> anyhow::Result<()> {
-    let want = log.segment_count() + 1;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let (mut segments, mut temporary) = (0, 0);
-        for entry in std::fs::read_dir(log.directory())?.flatten() {
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            segments += usize::from(name.ends_with(".seg"));
-            temporary += usize::from(name.ends_with(".tmp"));
-        }
-        if segments >= want && temporary == 0 {
-            return Ok(());
-        }
-        anyhow::ensure!(Instant::now() < deadline, "the next segment was not prepared within 120 s");
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
 impl Contender for Segstore {
     fn name(&self) -> &str {
         &self.name
@@ -75,7 +52,7 @@ impl Contender for Segstore {
         let per_save = spec.entries_per_save as u64;
         if spec.threads == 1 {
             let storage = Storage::create(dir, b"segstore-bench", self.options.clone())?;
-            wait_for_preparer(storage.log())?;
+            storage.log().wait_for_preparation();
             let run = drive_saves(spec, device_stat, |_, sequence| {
                 let first = sequence * per_save + 1;
                 storage.save(&hard_state(first + per_save - 1), &entries(first, spec.entries_per_save, &data))?;
@@ -85,7 +62,7 @@ impl Contender for Segstore {
             return Ok(run);
         }
         let log = Log::open(dir, self.options.clone())?;
-        wait_for_preparer(&log)?;
+        log.wait_for_preparation();
         let run = drive_saves(spec, device_stat, |_, sequence| {
             // Each thread stands for a Raft group with indexes of its own.
             let first = sequence * per_save + 1;
