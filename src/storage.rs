@@ -296,7 +296,8 @@ impl Storage {
     ) -> Result<Storage> {
         let (storage, read_on_from) = Self::open_with_replay(directory.as_ref(), options, Replay::feeding(snapshot.clone(), &mut visit))?;
         if let Some(low) = read_on_from {
-            storage.for_each_entry(low, |entry| {
+            // A restart after the feed gave up dropped every entry below the new start.
+            storage.for_each_entry(low.max(storage.first_index()), |entry| {
                 visit(entry);
                 true
             })?;

@@ -1297,3 +1297,26 @@ fn open_replaying_hands_over_a_long_uncommitted_tail() {
     // 1,136 uncommitted entries of 64 KiB: over 64 MiB.
     common::raft::assert_replay_matches_model(&path, options, &model, &marker(0, 0), METADATA, "uncommitted tail past the bound");
 }
+
+/// Past the bound, then a restart after an installed snapshot: what is read back from
+/// the opened log starts where the restarted log does.
+#[test]
+fn open_replaying_past_its_bound_follows_a_restart() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("wal");
+    let options = options(16 << 20);
+    let storage = Storage::create(&path, METADATA, options.clone()).unwrap();
+    for first in (1..=16 * 72).step_by(16) {
+        storage.save(&hs(1, 0), &entries(first..=first + 15, 1, 64 << 10)).unwrap();
+    }
+    storage.save_snapshot(&marker(5000, 2)).unwrap();
+    storage.save(&hs(2, 5001), &entries(5001..=5003, 2, 100)).unwrap();
+    storage.close().unwrap();
+    let opened = Storage::open(&path, &marker(0, 0), options.clone()).unwrap();
+    let expected = opened.read_all().unwrap().2;
+    assert_eq!(shape(&expected), terms(5001..=5003, 2));
+    drop(opened);
+    let mut replayed = Vec::new();
+    Storage::open_replaying(&path, &marker(0, 0), options, |entry| replayed.push(entry)).unwrap();
+    assert!(replayed == expected, "replayed {:?}", shape(&replayed));
+}
