@@ -11,7 +11,7 @@
 use std::sync::Arc as StdArc;
 
 use crate::error::{Error, Result};
-use crate::sync::{self, AtomicBool, AtomicU64, Condvar, Mutex, Ordering};
+use crate::sync::{self, AtomicBool, AtomicU32, AtomicU64, Mutex, Ordering, WaitWord};
 
 #[derive(Default)]
 struct CommitState {
@@ -20,30 +20,27 @@ struct CommitState {
     syncs: u64,
     /// Where the sync in progress ends, once its syncer has taken its target.
     sync_target: Option<u64>,
-    /// Threads blocked on each of `synced`: a notification (a futex syscall) only for a
-    /// non-zero count.
-    waiters: [u32; 2],
     poison: Option<StdArc<Error>>,
-}
-
-impl CommitState {
-    fn total_waiters(&self) -> u32 {
-        self.waiters[0] + self.waiters[1]
-    }
 }
 
 /// The durable watermark and the syncer election.
 ///
-/// Waiters sleep on one of two condition variables by the parity of the sync that will
-/// cover them: the one in progress (its target is at or past theirs, or not yet taken)
-/// or the next one. When a sync ends, everyone it covered is woken, and of those who
-/// need the next sync exactly one, to run it. With many writers, each sync thus wakes
-/// only the threads it released plus one, not every thread waiting.
+/// Waiters sleep on one of two wait words by the parity of the sync that will cover
+/// them: the one in progress (its target is at or past theirs, or not yet taken) or the
+/// next one. When a sync ends, everyone it covered is woken, and of those who need the
+/// next sync exactly one, to run it. With many writers, each sync thus wakes only the
+/// threads it released plus one, not every thread waiting; and a woken thread checks
+/// the durable watermark without the state lock, so the threads one sync releases do
+/// not queue for that lock one after another.
 pub struct GroupCommit {
     durable_position: AtomicU64,
     poisoned: AtomicBool,
     state: Mutex<CommitState>,
-    synced: [Condvar; 2],
+    /// Changed, and slept on, by the parity of the sync that covers the sleepers.
+    synced: [WaitWord; 2],
+    /// Threads registered to sleep on each word: a wake-up (a futex syscall) only for a
+    /// non-zero count. Raised under the state lock, lowered after waking without it.
+    sleepers: [AtomicU32; 2],
 }
 
 impl GroupCommit {
@@ -53,7 +50,8 @@ impl GroupCommit {
             durable_position: AtomicU64::new(durable_position),
             poisoned: AtomicBool::new(false),
             state: Mutex::new(CommitState::default()),
-            synced: [Condvar::new(), Condvar::new()],
+            synced: [WaitWord::new(), WaitWord::new()],
+            sleepers: [AtomicU32::new(0), AtomicU32::new(0)],
         }
     }
 
@@ -86,7 +84,7 @@ impl GroupCommit {
         };
         let cause = StdArc::clone(state.poison.get_or_insert(cause));
         self.poisoned.store(true, Ordering::Release);
-        self.synced.iter().for_each(Condvar::notify_all);
+        self.synced.iter().for_each(|word| word.change_and_wake(u32::MAX));
         Error::Poisoned { cause }
     }
 
@@ -115,27 +113,29 @@ impl GroupCommit {
             }
             {
                 let mut state = sync::lock(&self.state);
-                loop {
-                    if let Some(cause) = &state.poison {
-                        return Err(Error::Poisoned { cause: StdArc::clone(cause) });
-                    }
-                    if self.durable_position() >= target {
-                        return Ok(());
-                    }
-                    if !state.syncing {
-                        break;
-                    }
+                if let Some(cause) = &state.poison {
+                    return Err(Error::Poisoned { cause: StdArc::clone(cause) });
+                }
+                if self.durable_position() >= target {
+                    return Ok(());
+                }
+                if state.syncing {
                     let current = state.syncs - 1;
                     let covering = if state.sync_target.is_none_or(|end| target <= end) { current } else { current + 1 };
                     let parity = (covering % 2) as usize;
-                    state.waiters[parity] += 1;
-                    state = sync::wait(&self.synced[parity], state);
-                    state.waiters[parity] -= 1;
+                    // Registered and the word read under the lock, which the syncer
+                    // holds to change it: a change after this read is never missed.
+                    self.sleepers[parity].fetch_add(1, Ordering::AcqRel);
+                    let seen = self.synced[parity].load();
+                    drop(state);
+                    self.synced[parity].wait(seen);
+                    self.sleepers[parity].fetch_sub(1, Ordering::AcqRel);
+                    continue;
                 }
                 state.syncing = true;
                 state.syncs += 1;
                 state.sync_target = None;
-                contended = state.total_waiters() > 0;
+                contended = self.sleepers.iter().any(|sleepers| sleepers.load(Ordering::Acquire) > 0);
             }
             let mut election = Election { commit: self, done: false };
             let from = self.durable_position();
@@ -164,12 +164,12 @@ impl GroupCommit {
                     Ok(()) => {
                         self.durable_position.fetch_max(to, Ordering::AcqRel);
                         let covered = ((state.syncs - 1) % 2) as usize;
-                        if state.waiters[covered] > 0 {
-                            self.synced[covered].notify_all();
+                        if self.sleepers[covered].load(Ordering::Acquire) > 0 {
+                            self.synced[covered].change_and_wake(u32::MAX);
                         }
-                        if state.waiters[1 - covered] > 0 {
+                        if self.sleepers[1 - covered].load(Ordering::Acquire) > 0 {
                             // They need another sync: one of them runs it for all.
-                            self.synced[1 - covered].notify_one();
+                            self.synced[1 - covered].change_and_wake(1);
                         }
                     }
                     Err(cause) => return Err(self.poison_locked(&mut state, cause)),
