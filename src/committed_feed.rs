@@ -86,7 +86,9 @@ impl<'v> CommittedFeed<'v> {
     }
 
     /// The scan ended: hands over the entries still held (live, not yet committed).
-    /// Returns the index to read on from in the open log if the feed overflowed.
+    /// If the feed gave up holding, returns the first index it did not hand over: the
+    /// caller reads on from there in the opened log, or from the log's first index if
+    /// that is later (a restart after an installed snapshot dropped the ones between).
     pub(crate) fn finish(mut self) -> Option<u64> {
         if self.overflowed {
             return Some(self.delivered_through.unwrap_or(self.after_index) + 1);

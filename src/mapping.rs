@@ -227,11 +227,16 @@ impl SegmentMap {
         if faulted >= self.size_bytes {
             return false;
         }
-        let target = (faulted + window_bytes).min(self.size_bytes);
-        if self.prefaulted_offset.compare_exchange(faulted, target, Ordering::AcqRel, Ordering::Acquire).is_ok() {
-            self.memory.prefault(faulted as usize, (target - faulted) as usize);
-        }
+        self.claim_prefault(faulted, faulted, (faulted + window_bytes).min(self.size_bytes));
         true
+    }
+
+    /// Moves the prefault frontier from `faulted` (as this thread loaded it) to `target`
+    /// and, if no other thread moved it first, faults `[start, target)` in.
+    fn claim_prefault(&self, faulted: u64, start: u64, target: u64) {
+        if self.prefaulted_offset.compare_exchange(faulted, target, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            self.memory.prefault(start as usize, (target - start) as usize);
+        }
     }
 
     /// `msync(MS_SYNC)` of the pages holding `[offset, offset + length)`.
@@ -581,11 +586,7 @@ impl Claim<'_> {
         if end + window_bytes / 2 <= faulted || faulted >= segment.size_bytes {
             return;
         }
-        let target = (end + window_bytes).min(segment.size_bytes);
-        if segment.prefaulted_offset.compare_exchange(faulted, target, Ordering::AcqRel, Ordering::Acquire).is_ok() {
-            let start = faulted.max(end);
-            segment.memory.prefault(start as usize, (target - start) as usize);
-        }
+        segment.claim_prefault(faulted, faulted.max(end), (end + window_bytes).min(segment.size_bytes));
     }
 
     /// Lets `encode` write the payload in place. The slice is exactly the payload's

@@ -215,55 +215,57 @@ fn append_and_wait(commit: &GroupCommit, disk: &FakeDisk, bytes: u64) -> (u64, s
     (end, result)
 }
 
+/// Runs `writers` threads that each append 10 bytes and wait for them to be durable,
+/// then `check` what each got; returns once all are done.
+fn run_writers(
+    writers: usize,
+    fail_syncs: bool,
+    check: fn(&GroupCommit, &FakeDisk, u64, segstore::Result<()>),
+) -> (Arc<GroupCommit>, Arc<FakeDisk>) {
+    let commit = Arc::new(GroupCommit::new(0));
+    let disk = FakeDisk::new(fail_syncs);
+    let threads: Vec<_> = (0..writers)
+        .map(|_| {
+            let (commit, disk) = (Arc::clone(&commit), Arc::clone(&disk));
+            loom::thread::spawn(move || {
+                let (end, result) = append_and_wait(&commit, &disk, 10);
+                check(&commit, &disk, end, result);
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    (commit, disk)
+}
+
 #[test]
 fn the_durable_watermark_never_passes_what_a_sync_covered() {
     loom::model(|| {
-        let commit = Arc::new(GroupCommit::new(0));
-        let disk = FakeDisk::new(false);
-        let waiters: Vec<_> = (0..2)
-            .map(|_| {
-                let (commit, disk) = (Arc::clone(&commit), Arc::clone(&disk));
-                loom::thread::spawn(move || {
-                    let (end, result) = append_and_wait(&commit, &disk, 10);
-                    result.unwrap();
-                    // The ack rule: acknowledged only once a sync covered it.
-                    assert!(disk.synced.load(Ordering::Acquire) >= end);
-                    assert!(commit.durable_position() >= end);
-                })
-            })
-            .collect();
-        for waiter in waiters {
-            waiter.join().unwrap();
-        }
+        let (commit, disk) = run_writers(2, false, |commit, disk, end, result| {
+            result.unwrap();
+            // The ack rule: acknowledged only once a sync covered it.
+            assert!(disk.synced.load(Ordering::Acquire) >= end);
+            assert!(commit.durable_position() >= end);
+        });
         assert_eq!(commit.durable_position(), 20);
         assert!(disk.syncs.load(Ordering::Acquire) <= 2, "one sync may cover both waiters");
     });
 }
 
 /// Three writers: whoever publishes after a sync took its target sleeps on the other
-/// parity's condvar and is woken by that sync's end (one of them, to run the next sync
-/// for all). A lost wake-up there is a deadlock, which loom reports.
+/// parity's wait word and is woken by that sync's end (one of them, to run the next
+/// sync for all). A lost wake-up there is a deadlock, which loom reports.
 #[test]
 fn waiters_beyond_the_sync_in_progress_are_woken_for_the_next_one() {
     let mut builder = loom::model::Builder::new();
-    // Three threads around two condvars: bounded preemptions keep the search to seconds.
+    // Three threads around two wait words: bounded preemptions keep the search short.
     builder.preemption_bound = Some(3);
     builder.check(|| {
-        let commit = Arc::new(GroupCommit::new(0));
-        let disk = FakeDisk::new(false);
-        let waiters: Vec<_> = (0..3)
-            .map(|_| {
-                let (commit, disk) = (Arc::clone(&commit), Arc::clone(&disk));
-                loom::thread::spawn(move || {
-                    let (end, result) = append_and_wait(&commit, &disk, 10);
-                    result.unwrap();
-                    assert!(disk.synced.load(Ordering::Acquire) >= end);
-                })
-            })
-            .collect();
-        for waiter in waiters {
-            waiter.join().unwrap();
-        }
+        let (commit, _) = run_writers(3, false, |_, disk, end, result| {
+            result.unwrap();
+            assert!(disk.synced.load(Ordering::Acquire) >= end);
+        });
         assert_eq!(commit.durable_position(), 30);
     });
 }
@@ -271,23 +273,10 @@ fn waiters_beyond_the_sync_in_progress_are_woken_for_the_next_one() {
 #[test]
 fn a_failed_sync_fails_every_waiter_and_is_never_retried() {
     loom::model(|| {
-        let commit = Arc::new(GroupCommit::new(0));
-        let disk = FakeDisk::new(true);
-        let waiters: Vec<_> = (0..2)
-            .map(|_| {
-                let (commit, disk) = (Arc::clone(&commit), Arc::clone(&disk));
-                loom::thread::spawn(move || {
-                    let (_, result) = append_and_wait(&commit, &disk, 10);
-                    match result {
-                        Err(Error::Poisoned { cause }) => assert!(matches!(*cause, Error::Io { operation: "fdatasync", .. })),
-                        other => panic!("a waiter was not failed: {other:?}"),
-                    }
-                })
-            })
-            .collect();
-        for waiter in waiters {
-            waiter.join().unwrap();
-        }
+        let (commit, disk) = run_writers(2, true, |_, _, _, result| match result {
+            Err(Error::Poisoned { cause }) => assert!(matches!(*cause, Error::Io { operation: "fdatasync", .. })),
+            other => panic!("a waiter was not failed: {other:?}"),
+        });
         assert_eq!(disk.syncs.load(Ordering::Acquire), 1, "the failed sync is not retried");
         assert_eq!(commit.durable_position(), 0);
         assert!(commit.wait_durable(1, &|| 20, &|_, _| Ok(())).is_err(), "nothing is acknowledged after the failure");

@@ -1278,6 +1278,18 @@ fn open_replaying_refuses_a_log_that_rewrites_committed_entries() {
     assert_eq!(shape(&replayed), [(1, 1), (2, 1), (3, 1)], "what was handed over was committed");
 }
 
+/// Saves entries 1..=1152 of 64 KiB, 16 per save with `hard_state`: 72 MiB, more than
+/// a replaying open holds while waiting for a commit. Returns the model of the saves.
+fn save_past_the_replay_bound(storage: &Storage, hard_state: HardState) -> Model {
+    let mut model = Model::default();
+    for first in (1..=16 * 72).step_by(16) {
+        let batch = entries(first..=first + 15, 1, 64 << 10);
+        storage.save(&hard_state, &batch).unwrap();
+        model.save(&hard_state, &batch);
+    }
+    model
+}
+
 /// Past the bound on entries held for a commit, a replaying open reads the rest back from
 /// the opened log: still every entry, once, in order.
 #[test]
@@ -1286,13 +1298,7 @@ fn open_replaying_hands_over_a_long_uncommitted_tail() {
     let path = directory.path().join("wal");
     let options = options(16 << 20);
     let storage = Storage::create(&path, METADATA, options.clone()).unwrap();
-    let mut model = Model::default();
-    let committed = hs(1, 16);
-    for first in (1..=16 * 72).step_by(16) {
-        let batch = entries(first..=first + 15, 1, 64 << 10);
-        storage.save(&committed, &batch).unwrap();
-        model.save(&committed, &batch);
-    }
+    let model = save_past_the_replay_bound(&storage, hs(1, 16));
     storage.close().unwrap();
     // 1,136 uncommitted entries of 64 KiB: over 64 MiB.
     common::raft::assert_replay_matches_model(&path, options, &model, &marker(0, 0), METADATA, "uncommitted tail past the bound");
@@ -1306,9 +1312,7 @@ fn open_replaying_past_its_bound_follows_a_restart() {
     let path = directory.path().join("wal");
     let options = options(16 << 20);
     let storage = Storage::create(&path, METADATA, options.clone()).unwrap();
-    for first in (1..=16 * 72).step_by(16) {
-        storage.save(&hs(1, 0), &entries(first..=first + 15, 1, 64 << 10)).unwrap();
-    }
+    save_past_the_replay_bound(&storage, hs(1, 0));
     storage.save_snapshot(&marker(5000, 2)).unwrap();
     storage.save(&hs(2, 5001), &entries(5001..=5003, 2, 100)).unwrap();
     storage.close().unwrap();
