@@ -64,4 +64,5 @@ pub use storage::{SnapshotMarker, Storage};
 #[cfg(loom)]
 pub mod model {
     pub use crate::commit::GroupCommit;
+    pub use crate::sync::WaitWord;
 }

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::fs;
 use crate::mapping::{Cursor, ReserveError, RotationFailed, SegmentMap};
 use crate::options::{Options, SyncMode};
-use crate::preparer::Preparer;
+use crate::preparer::{Current, Preparer, NEW_SEGMENT_ZERO_FILL_BYTES};
 use crate::reader::{ReadBuffer, SegmentReader, Step, READ_CHUNK_BYTES};
 use crate::record::{self, RecordFlags, RecordKind, RECORD_HEADER_SIZE};
 use crate::recovery::{self, LogEnd, SegmentSource};
@@ -32,6 +32,11 @@ use crate::segment::{self, SegmentFile, SegmentInfo, SEGMENT_HEADER_SIZE, SEGMEN
 /// of CPU per save, about what the ~17 faults saved had cost (save p50 1.2-1.5x ->
 /// 1.1-1.3x raw, bandwidth 0.69-0.81x -> 0.69-0.77x raw, p99 1.2-1.4x -> 1.7-1.9x raw).
 const PREFAULT_WINDOW_BYTES: u64 = 1 << 20;
+
+/// Bytes past the log end that opening zero-fills in the segment appends continue in
+/// (whatever a previous run zero-filled there is not known): the first appends need
+/// not wait for the preparer, which takes over from there.
+const OPEN_ZERO_FILL_BYTES: u64 = 1 << 20;
 
 /// A place in the log, in bytes from the start of the log's first segment ever.
 /// Positions only grow; a record's position never changes.
@@ -131,6 +136,13 @@ impl Log {
         let dir_lock = DirLock::acquire(&directory, true)?;
         remove_temporary_files(&directory)?;
         let mut files = open_segment_files(&directory, true)?;
+        // What a segment created here gets zero-filled of: all of it when nothing syncs
+        // (no zero-filler then), else what the preparer gives a new segment.
+        let zero_fill_new = |size_bytes: u64| match options.sync_mode {
+            SyncMode::None => size_bytes,
+            SyncMode::Msync | SyncMode::Fdatasync => NEW_SEGMENT_ZERO_FILL_BYTES.min(size_bytes),
+        };
+        let mut created = None;
         if files.is_empty() {
             let info = SegmentInfo {
                 sequence: 0,
@@ -138,7 +150,8 @@ impl Log {
                 size_bytes: options.segment_size_bytes,
                 generation: segment::new_generation(0),
             };
-            files.push(segment::prepare(&directory, info)?);
+            files.push(segment::prepare(&directory, info, zero_fill_new(info.size_bytes), &mut || {})?);
+            created = Some(info.sequence);
         }
         let end = find_end(&files, visit)?;
         let torn_tail = discard_torn_tail(&directory, &mut files, &end)?;
@@ -156,17 +169,29 @@ impl Log {
                 generation: segment::new_generation(last.info.sequence + 1),
             };
             files.push(last);
-            last = segment::prepare(&directory, info)?;
+            last = segment::prepare(&directory, info, zero_fill_new(info.size_bytes), &mut || {})?;
+            created = Some(info.sequence);
             append_offset = SEGMENT_HEADER_SIZE;
         }
         // A segment found on disk may have been renamed into place by a preparer whose
         // directory sync never happened; its name must be durable before a record in it
         // is acknowledged.
         fs::sync_directory(&directory)?;
-        let map = Arc::new(
-            SegmentMap::map_file(&last.file, last.info.size_bytes, last.info.base_position, last.info.generation, append_offset)
-                .map_err(|source| Error::io("map segment", &last.path, source))?,
-        );
+        let map = SegmentMap::map_file(&last.file, last.info.size_bytes, last.info.base_position, last.info.generation, append_offset)
+            .map_err(|source| Error::io("map segment", &last.path, source))?;
+        let wake = Preparer::new_wake();
+        let (map, current) = if options.sync_mode == SyncMode::None {
+            let map = Arc::new(map);
+            (Arc::clone(&map), Current::FaultIn(map))
+        } else {
+            let writable_offset = if created == Some(last.info.sequence) {
+                zero_fill_new(last.info.size_bytes)
+            } else {
+                zero_fill_past_end(&last, append_offset)?
+            };
+            let map = Arc::new(Preparer::zero_fill_ahead(map, writable_offset, &wake));
+            (Arc::clone(&map), Current::ZeroFill(map, last.path.clone()))
+        };
         let cursor = Cursor::new(Arc::clone(&map), append_offset, SEGMENT_HEADER_SIZE);
         let append_position = last.info.base_position + append_offset;
         let preparer = Preparer::start(
@@ -174,8 +199,8 @@ impl Log {
             last.info.sequence + 1,
             last.info.end_position(),
             options.segment_size_bytes,
-            options.sync_mode == SyncMode::None,
-            Arc::clone(&map),
+            wake,
+            current,
         )?;
         let mut segments = Vec::with_capacity(files.len() + 1);
         for file in files {
@@ -294,7 +319,7 @@ impl Log {
             ReserveError::TooLarge { .. } => {
                 Error::RecordTooLarge { payload_bytes: payload_bytes as u64, limit_bytes: appender.cursor.max_payload_bytes() }
             }
-            ReserveError::RotationFailed => self.rotation_failure(),
+            ReserveError::RotationFailed | ReserveError::ZeroFillFailed => self.rotation_failure(),
         })?;
         if self.options.sync_mode == SyncMode::None {
             claim.prefault_ahead(PREFAULT_WINDOW_BYTES);
@@ -323,12 +348,14 @@ impl Log {
     }
 
     /// Blocks until the background preparer is idle: the next segment is prepared (or
-    /// its preparation failed) and, with [`SyncMode::None`], the mappings are faulted
-    /// in. For warming a log up before a burst, and for benchmarks that time appends
-    /// without the preparation running beside them. Returns at once on a read-only log.
+    /// its preparation failed), the current one is zero-filled to its end and, with
+    /// [`SyncMode::None`], the mappings are faulted in. For warming a log up before a
+    /// burst, and for benchmarks that time appends without the preparation running
+    /// beside them. Returns at once on a read-only log.
     pub fn wait_for_preparation(&self) {
         if let Some(appender) = &self.appender {
-            appender.preparer.wait_idle();
+            let current = Arc::clone(&lock(&self.segments).last().expect("a log has segments").map);
+            appender.preparer.wait_idle(&current);
         }
     }
 
@@ -339,11 +366,13 @@ impl Log {
         appender.cursor.cut(durable_hint, &mut || self.next_segment()).map_err(|RotationFailed| self.rotation_failure())
     }
 
+    /// The error of a rotation or zero-fill that failed, poisoning the log with it.
     fn rotation_failure(&self) -> Error {
-        match self.commit.poison_error() {
-            Some(error) => error,
-            None => self.commit.poison(Error::invalid("segment rotation failed")),
+        if let Some(error) = self.commit.poison_error() {
+            return error;
         }
+        let cause = self.appender.as_ref().and_then(|appender| appender.preparer.failure());
+        self.commit.poison(cause.map_or_else(|| Error::invalid("segment rotation failed"), |cause| Error::Poisoned { cause }))
     }
 
     /// Called by the one writer whose reservation sealed the current segment.
@@ -731,6 +760,21 @@ fn zero_nonzero_bytes(segment: &SegmentFile, offset: u64) -> Result<u64> {
         chunk_start = chunk_end;
     }
     Ok(zeroed)
+}
+
+/// Zero-fills (and flushes) the pages from the one after `append_offset` up to
+/// [`OPEN_ZERO_FILL_BYTES`] on, in the segment appends continue in; returns where the
+/// zero-filled part ends. Recovery made every byte past the log end zero, so this
+/// overwrites zeros: it makes them written blocks.
+fn zero_fill_past_end(segment: &SegmentFile, append_offset: u64) -> Result<u64> {
+    let page_bytes = fs::ZERO_FILL_CHUNK_BYTES as u64;
+    let start = append_offset.div_ceil(page_bytes) * page_bytes;
+    let end = (start + OPEN_ZERO_FILL_BYTES).min(segment.info.size_bytes);
+    if start < end {
+        fs::write_zeros(&segment.file, start, end, &segment.path)?;
+        fs::flush_zero_fill(&segment.file, &segment.path)?;
+    }
+    Ok(end.max(start.min(segment.info.size_bytes)))
 }
 
 /// Seals a recovered segment at `offset` with a padding record written with `pwrite`.

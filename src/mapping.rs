@@ -34,10 +34,20 @@
 //! 4. **The file under the mapping** is never truncated while mapped: segments are
 //!    created at full size by the preparer, the directory lock keeps other cooperating
 //!    processes out, and recovery zeroes a torn tail with `pwrite`, never `ftruncate`.
-//!    Blocks were allocated (fallocate) and written (zero-fill) before mapping, so a
-//!    store into the mapping never needs a block and cannot raise SIGBUS on a full
-//!    disk. A process outside segstore truncating a live segment is outside this
-//!    argument, as for every mapped file (see memmap2's documentation).
+//!    Blocks were allocated (fallocate) before mapping, so a store into the mapping
+//!    never needs a block and cannot raise SIGBUS on a full disk. A process outside
+//!    segstore truncating a live segment is outside this argument, as for every mapped
+//!    file (see memmap2's documentation).
+//! 5. **Zero-filling under the writers.** A segment may be mapped before all of it is
+//!    zero-filled on disk; the bytes from its *writable offset* on are then written by
+//!    one zero-filler thread, through the file (`pwrite`), never through the mapping.
+//!    This process touches those bytes in no other way: a claim, and the crossing
+//!    reservation's padding header, wait until their range lies below the writable
+//!    offset before they write (or, once the filler has failed for good and writes no
+//!    more, write their skip record); the frontier scan and the readers stop at it. The
+//!    filler moves the offset (release) only past zeros it has written, and it only
+//!    grows, so the ranges the filler writes and the ranges anything else touches never
+//!    meet.
 //!
 //! Under `--cfg loom` the mapping is replaced by heap cells that loom can watch (an
 //! atomic per 8-byte publication word, an `UnsafeCell` per 8 bytes of data); every
@@ -50,7 +60,7 @@ use std::io;
 use std::ptr::NonNull;
 
 use crate::record::{self, RecordFlags, RecordHeader, RecordKind, RECORD_ALIGNMENT, RECORD_HEADER_SIZE};
-use crate::sync::{self, Arc, AtomicBool, AtomicPtr, AtomicU64, Condvar, Mutex, Ordering};
+use crate::sync::{self, Arc, AtomicBool, AtomicPtr, AtomicU64, Condvar, Mutex, Ordering, WaitWord};
 
 /// Segments the cursor keeps reachable; a slot is reused this many rotations later.
 pub(crate) const RING_SLOTS: usize = 4;
@@ -82,7 +92,46 @@ pub struct SegmentMap {
     shared_handles: AtomicU64,
     /// Offset up to which pages were faulted in writable ahead of the writers.
     prefaulted_offset: AtomicU64,
+    /// Claims and seals write only below this offset; from here on the zero-filler may
+    /// be writing (point 5). Only grows; the segment's size when nothing is left to fill.
+    writable_offset: AtomicU64,
+    /// How far the zero-filler is asked to go.
+    zero_fill_wanted_offset: AtomicU64,
+    /// The zero-filler failed: the writable offset moves no more.
+    zero_fill_failed: AtomicBool,
+    /// Writers waiting for the writable offset sleep on this.
+    writable_changed: WaitWord,
+    /// The zero-filler's wake-up and how far ahead of the writers it is asked to keep
+    /// the writable offset; `None` when the whole segment is writable from the start.
+    zero_filler: Option<ZeroFiller>,
+    /// Where the padding record that sealed the segment starts; `u64::MAX` until then.
+    sealed_offset: AtomicU64,
 }
+
+struct ZeroFiller {
+    wake: Arc<WaitWord>,
+    lead: Lead,
+}
+
+/// How far ahead of an append's end the zero-filler is asked to keep the writable
+/// offset: as far as the segment has been appended to so far, within these bounds. A
+/// segment cut soon after it was started costs little more zero-filling than it took,
+/// and one appended to fast gets a long lead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lead {
+    pub min_bytes: u64,
+    pub max_bytes: u64,
+}
+
+impl Lead {
+    fn at(&self, end: u64) -> u64 {
+        end.clamp(self.min_bytes, self.max_bytes)
+    }
+}
+
+/// Zero-filling the rest of a segment failed: nothing more of it becomes writable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ZeroFillFailed;
 
 impl std::fmt::Debug for SegmentMap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -137,7 +186,38 @@ impl SegmentMap {
             published_offset: AtomicU64::new(published_offset),
             shared_handles: AtomicU64::new(0),
             prefaulted_offset: AtomicU64::new(published_offset),
+            writable_offset: AtomicU64::new(size_bytes),
+            zero_fill_wanted_offset: AtomicU64::new(size_bytes),
+            zero_fill_failed: AtomicBool::new(false),
+            writable_changed: WaitWord::new(),
+            zero_filler: None,
+            sealed_offset: AtomicU64::new(u64::MAX),
         }
+    }
+
+    /// Where the segment was sealed (how much of it the log used), once it is.
+    pub fn sealed_offset(&self) -> Option<u64> {
+        let offset = self.sealed_offset.load(Ordering::Acquire);
+        (offset != u64::MAX).then_some(offset)
+    }
+
+    /// Makes only `[0, writable_offset)` writable (the rest is not zero-filled on disk
+    /// yet): writers that come within half their `lead` of what the filler was asked for
+    /// wake it through `wake` and ask for their lead past themselves; writers past the
+    /// writable offset wait. The filler is the one thread that then calls
+    /// [`SegmentMap::next_zero_fill`] and [`SegmentMap::zero_filled`]. `writable_offset`
+    /// must be a record boundary at or above the published frontier (the log passes
+    /// page boundaries, so that the filler writes whole pages).
+    pub fn with_zero_filler(mut self, writable_offset: u64, lead: Lead, wake: Arc<WaitWord>) -> Self {
+        let published = self.published_offset.load(Ordering::Acquire);
+        assert!(
+            writable_offset >= published && writable_offset <= self.size_bytes && lead.min_bytes > 0 && lead.min_bytes <= lead.max_bytes
+        );
+        assert!(writable_offset % RECORD_ALIGNMENT as u64 == 0);
+        self.writable_offset = AtomicU64::new(writable_offset);
+        self.zero_fill_wanted_offset = AtomicU64::new(writable_offset);
+        self.zero_filler = Some(ZeroFiller { wake, lead });
+        self
     }
 
     pub fn size_bytes(&self) -> u64 {
@@ -165,8 +245,11 @@ impl SegmentMap {
     /// every byte below it is published. Equals the segment's size once sealed.
     pub fn advance_published(&self) -> u64 {
         let start = self.published_offset.load(Ordering::Acquire);
+        // Nothing at or past the writable offset is published, and the zero-filler may be
+        // writing there (point 5).
+        let writable = self.writable_offset.load(Ordering::Acquire);
         let mut offset = start;
-        while offset + RECORD_HEADER_SIZE as u64 <= self.size_bytes {
+        while offset + RECORD_HEADER_SIZE as u64 <= writable {
             let word = self.memory.load_word(offset as usize);
             if word == 0 {
                 break;
@@ -188,7 +271,7 @@ impl SegmentMap {
     /// Copies published bytes at `offset` into `destination`; `false` (and nothing
     /// copied) when any of them is not below the published frontier.
     pub fn read_published(&self, offset: u64, destination: &mut [u8]) -> bool {
-        let frontier = self.published_offset.load(Ordering::Acquire);
+        let frontier = self.readable_end();
         let Some(end) = offset.checked_add(destination.len() as u64) else { return false };
         if end > frontier {
             return false;
@@ -201,7 +284,7 @@ impl SegmentMap {
     /// alive. `None` when any of them is not below the published frontier.
     #[cfg(not(loom))]
     pub fn published_bytes(self: &Arc<Self>, offset: u64, length_bytes: u64) -> Option<bytes::Bytes> {
-        let frontier = self.published_offset.load(Ordering::Acquire);
+        let frontier = self.readable_end();
         if offset.checked_add(length_bytes)? > frontier {
             return None;
         }
@@ -211,6 +294,100 @@ impl SegmentMap {
             offset: offset as usize,
             length_bytes: length_bytes as usize,
         }))
+    }
+
+    /// Where reads through the mapping end: the published frontier, but never past the
+    /// writable offset (a padding record's body may lie past it, still being filled).
+    fn readable_end(&self) -> u64 {
+        let frontier = self.published_offset.load(Ordering::Acquire);
+        frontier.min(self.writable_offset.load(Ordering::Acquire))
+    }
+
+    /// Claims and seals may write below this offset (point 5).
+    pub fn writable_offset(&self) -> u64 {
+        self.writable_offset.load(Ordering::Acquire)
+    }
+
+    /// Returns once `[.., end)` lies below the writable offset. On the way, with
+    /// `ask_ahead`, asks the zero-filler for more once `end` comes within half its lead
+    /// of what it was asked for: one wake-up per half lead, not one per record. (The
+    /// padding header that seals the segment asks for nothing past itself.)
+    fn ensure_writable(&self, end: u64, ask_ahead: bool) -> Result<(), ZeroFillFailed> {
+        let Some(filler) = &self.zero_filler else { return Ok(()) };
+        let writable = self.writable_offset.load(Ordering::Acquire);
+        let lead_bytes = if ask_ahead { filler.lead.at(end) } else { 0 };
+        if end + lead_bytes / 2 > self.zero_fill_wanted_offset.load(Ordering::Acquire) {
+            self.want_writable(end + lead_bytes);
+        }
+        if end <= writable {
+            return Ok(());
+        }
+        for round in 0..SPIN_ROUNDS {
+            if self.writable_offset.load(Ordering::Acquire) >= end {
+                return Ok(());
+            }
+            sync::spin_wait(round);
+        }
+        loop {
+            let seen = self.writable_changed.load();
+            if self.writable_offset.load(Ordering::Acquire) >= end {
+                return Ok(());
+            }
+            if self.zero_fill_failed.load(Ordering::Acquire) {
+                return Err(ZeroFillFailed);
+            }
+            self.writable_changed.wait(seen);
+        }
+    }
+
+    /// Asks the zero-filler to make everything below `offset` writable (capped at the
+    /// segment's end), waking it if that is more than it was asked for so far.
+    pub fn want_writable(&self, offset: u64) {
+        let Some(filler) = &self.zero_filler else { return };
+        let offset = offset.min(self.size_bytes);
+        if self.zero_fill_wanted_offset.fetch_max(offset, Ordering::AcqRel) < offset {
+            filler.wake.change_and_wake(1);
+        }
+    }
+
+    /// For the zero-filler: the range to zero-fill next, from the writable offset to
+    /// what it was asked for rounded up to `granule_bytes` (a power of two), at most
+    /// `max_bytes`; `None` when it has done what it was asked. The filler writes zeros
+    /// there through the file, then calls [`SegmentMap::zero_filled`].
+    pub fn next_zero_fill(&self, granule_bytes: u64, max_bytes: u64) -> Option<(u64, u64)> {
+        if self.zero_filler.is_none() || self.zero_fill_failed.load(Ordering::Acquire) {
+            return None;
+        }
+        let writable = self.writable_offset.load(Ordering::Acquire);
+        let wanted = self.zero_fill_wanted_offset.load(Ordering::Acquire);
+        let end = wanted.next_multiple_of(granule_bytes).min(writable + max_bytes).min(self.size_bytes);
+        (writable < wanted).then_some((writable, end))
+    }
+
+    /// For the zero-filler: the bytes below `end` are zeros on disk; writers may have
+    /// them. `end` is the end of the range [`SegmentMap::next_zero_fill`] returned.
+    pub fn zero_filled(&self, end: u64) {
+        self.writable_offset.fetch_max(end, Ordering::AcqRel);
+        self.writable_changed.change_and_wake(u32::MAX);
+    }
+
+    /// For the zero-filler: it failed and writes no more; writers waiting for room get
+    /// [`ZeroFillFailed`].
+    pub fn zero_fill_failed(&self) {
+        self.zero_fill_failed.store(true, Ordering::Release);
+        self.writable_changed.change_and_wake(u32::MAX);
+    }
+
+    /// Whether everything the zero-filler was asked for is writable (or it failed).
+    pub fn zero_fill_done(&self) -> bool {
+        self.zero_fill_failed.load(Ordering::Acquire)
+            || self.writable_offset.load(Ordering::Acquire) >= self.zero_fill_wanted_offset.load(Ordering::Acquire)
+    }
+
+    /// Under loom: the zero-filler's writes, as stores to the cells loom watches.
+    #[cfg(loom)]
+    pub fn zero_fill_for_model(&self, start: u64, end: u64) {
+        self.memory.write_cells(start as usize, &vec![0u8; (end - start) as usize]);
     }
 
     /// Zero-copy handles into this map still alive.
@@ -311,6 +488,8 @@ pub enum ReserveError {
     TooLarge { span_bytes: u64, capacity_bytes: u64 },
     /// A rotation failed earlier; the cursor is closed for good.
     RotationFailed,
+    /// The segment could not be zero-filled as far as the record reaches.
+    ZeroFillFailed,
 }
 
 /// Hands out byte ranges of the current segment to concurrent writers with one
@@ -401,14 +580,20 @@ impl Cursor {
             let packed = self.packed.fetch_add(span_bytes, Ordering::AcqRel);
             let (epoch, offset) = (epoch_of(packed), packed & OFFSET_MASK);
             if offset + span_bytes <= self.capacity_bytes {
-                return Ok(Claim {
+                let claim = Claim {
                     segment: self.slot_pointer(epoch),
                     offset,
                     span_bytes,
                     payload_bytes,
                     published: false,
                     _cursor: std::marker::PhantomData,
-                });
+                };
+                return match claim.segment().ensure_writable(offset + span_bytes, true) {
+                    Ok(()) => Ok(claim),
+                    // Dropping the claim publishes a skip record over it: the filler has
+                    // stopped for good, so its range is this thread's alone (point 5).
+                    Err(ZeroFillFailed) => Err(ReserveError::ZeroFillFailed),
+                };
             }
             if offset <= self.capacity_bytes {
                 self.seal_and_rotate(epoch, offset, RecordFlags::empty(), durable_hint, next_segment)
@@ -466,6 +651,8 @@ impl Cursor {
             // [offset, size) of the epoch's segment (point 1), which is therefore not yet
             // published to its end and still owned by the ring (point 3).
             let segment = unsafe { self.slot_pointer(epoch).as_ref() };
+            segment.ensure_writable(offset + RECORD_HEADER_SIZE as u64, false).map_err(|ZeroFillFailed| RotationFailed)?;
+            segment.sealed_offset.store(offset, Ordering::Release);
             let span_bytes = self.size_bytes - offset;
             let position = segment.base_position + offset;
             let header =

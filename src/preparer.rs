@@ -1,5 +1,15 @@
-//! The background preparer: keeps the next segment created, allocated, zeroed, synced,
-//! named and mapped before the appenders need it, so that a rotation is a pointer swap.
+//! The background preparer: keeps the next segment created, allocated, synced, named
+//! and mapped before the appenders need it, so that a rotation is a pointer swap; and
+//! zero-fills the segment appends go to ahead of them.
+//!
+//! A new segment gets only a head zero-filled before it is handed over (twice what the
+//! log used of the last segment sealed, see [`NEW_SEGMENT_ZERO_FILL_BYTES`]); the
+//! thread zero-fills the rest as the appends come within half a lead of what it was
+//! asked for (see `mapping.rs`, point 5), flushing at most 4 MiB at a time. A rotation
+//! of a full segment finds the whole of the next one zero-filled, as before; an
+//! explicit cut no longer costs a whole segment of zero writes: cutting 64 MiB segments
+//! every ~1.3 MB wrote ~170 MB/s of zeros beside the appends and put their p99.9 at
+//! 10.6x the run without cuts (W6).
 //!
 //! With [`SyncMode::None`](crate::SyncMode::None) it also faults the mappings in,
 //! writable, first the segment the log opened in, then each segment it prepares: a
@@ -11,13 +21,35 @@
 //! zeros once. The durable modes never do it: a sync would write the dirtied zeros of
 //! its whole range back (fdatasync) or write-protect them again (msync).
 
-use std::path::PathBuf;
+use std::fs::File;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
 use crate::error::{Error, Result};
-use crate::mapping::SegmentMap;
-use crate::segment::{self, SegmentFile, SegmentInfo, SEGMENT_HEADER_SIZE};
+use crate::fs;
+use crate::mapping::{Lead, SegmentMap};
+use crate::segment::{self, SegmentFile, SegmentInfo, SEGMENT_HEADER_SIZE, ZERO_FILL_FLUSH_BYTES};
+use crate::sync::WaitWord;
+
+/// How much of a new segment is zero-filled before it is handed over, at least. The
+/// preparer gives it twice what the log used of the last segment sealed (all of it
+/// while segments fill up, or when nothing was sealed yet): zeros written in the
+/// current segment's file instead are converted from unwritten extents in a journal
+/// commit that an append syncing meanwhile waits for. Twice, because appends ask for
+/// more zeros once within half a lead (their own way into the segment) of what was
+/// asked for: a segment taking up to 4/3 of what the last one took asks for none. W6,
+/// cuts every ~1.3 MB of 64 MiB segments, p99.9 against the run without cuts: 1 MiB
+/// heads and the rest zero-filled ahead of the appends 2.6x; 1.5x the last use (so a
+/// zero-fill at the end of almost every segment) 1.19x; twice 1.05x; whole segments
+/// 10.6x.
+pub(crate) const NEW_SEGMENT_ZERO_FILL_BYTES: u64 = 1 << 20;
+/// How far ahead of the appends the zero-filled part of a segment is kept: as far as
+/// they have come in it, from 1 MiB up to two flush chunks (then the appends ask for
+/// more with one chunk still to go).
+const ZERO_FILL_LEAD: Lead = Lead { min_bytes: 1 << 20, max_bytes: 2 * ZERO_FILL_FLUSH_BYTES };
+/// The zero-filler rounds what it is asked for up to this: no flush of a few pages.
+const ZERO_FILL_GRANULE_BYTES: u64 = 256 << 10;
 
 /// Bytes faulted in per call when the preparer faults a mapping in: small enough that
 /// appenders faulting ahead of themselves interleave with it.
@@ -29,23 +61,59 @@ pub(crate) struct Prepared {
     pub map: Arc<SegmentMap>,
 }
 
+/// A segment the thread zero-fills ahead of the appends, through its own open file
+/// description: a write-back error its flush reports is then still reported to the
+/// log's own syncs of the file (each open file description sees each error once).
+struct Filling {
+    map: Arc<SegmentMap>,
+    file: File,
+    path: PathBuf,
+}
+
+impl Filling {
+    fn open(map: Arc<SegmentMap>, path: &Path) -> Result<Filling> {
+        let file = File::options().write(true).open(path).map_err(|source| Error::io("open segment to zero-fill", path, source))?;
+        Ok(Filling { map, file, path: path.to_path_buf() })
+    }
+
+    /// Zero-fills the next chunk the appends asked for; `false` when there is none.
+    fn fill_next_chunk(&self) -> Result<bool> {
+        let Some((start, end)) = self.map.next_zero_fill(ZERO_FILL_GRANULE_BYTES, ZERO_FILL_FLUSH_BYTES) else { return Ok(false) };
+        let filled = fs::write_zeros(&self.file, start, end, &self.path).and_then(|()| fs::flush_zero_fill(&self.file, &self.path));
+        match filled {
+            Ok(()) => {
+                self.map.zero_filled(end);
+                Ok(true)
+            }
+            Err(error) => {
+                self.map.zero_fill_failed();
+                Err(error)
+            }
+        }
+    }
+}
+
 struct State {
     /// The segment to prepare next.
     next: SegmentInfo,
     ready: Option<Result<Prepared>>,
     /// The thread is faulting a mapping in.
     faulting_in: bool,
-    /// A preparation failed: every later request gets this error (its file was removed).
+    /// A preparation or a zero-fill failed: every later request gets this error.
     failed: Option<Arc<Error>>,
     shutdown: bool,
 }
 
 struct Shared {
     directory: PathBuf,
-    /// Fault mappings in (`SyncMode::None`).
+    /// Fault mappings in (`SyncMode::None`) rather than zero-fill ahead of the appends.
     fault_in: bool,
     state: Mutex<State>,
+    /// Threads waiting for the preparer (`take`, `wait_idle`) sleep on this.
     changed: Condvar,
+    /// The preparer thread sleeps on this: segments taken, the log closing and
+    /// appends asking for zero-filling wake it.
+    work: Arc<WaitWord>,
 }
 
 /// A thread preparing segments one ahead of the appenders.
@@ -58,28 +126,56 @@ fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, State> {
     shared.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// How the segment appends go to when the log opens is to be kept ahead of them.
+pub(crate) enum Current {
+    /// Fault it in (`SyncMode::None`): it is writable to its end.
+    FaultIn(Arc<SegmentMap>),
+    /// Zero-fill it ahead of the appends: a map made with
+    /// [`Preparer::zero_fill_ahead`], and its file.
+    ZeroFill(Arc<SegmentMap>, PathBuf),
+}
+
 impl Preparer {
-    /// Starts preparing `first_sequence` at `first_base_position`, and so on. With
-    /// `fault_in`, first faults in the rest of `current` (the segment appends go to).
+    /// A fresh wake-up word for a preparer about to start: the log maps the segment it
+    /// opens in with it.
+    pub(crate) fn new_wake() -> Arc<WaitWord> {
+        Arc::new(WaitWord::new())
+    }
+
+    /// `map`, to be zero-filled by the preparer woken by `wake` from `writable_offset` on.
+    pub(crate) fn zero_fill_ahead(map: SegmentMap, writable_offset: u64, wake: &Arc<WaitWord>) -> SegmentMap {
+        map.with_zero_filler(writable_offset, ZERO_FILL_LEAD, Arc::clone(wake))
+    }
+
+    /// Starts preparing `first_sequence` at `first_base_position`, and so on, and keeps
+    /// `current` (the segment appends go to) ahead of the appends. With `fault_in`,
+    /// segments are faulted in rather than zero-filled ahead (`SyncMode::None`).
     pub(crate) fn start(
         directory: PathBuf,
         first_sequence: u64,
         first_base_position: u64,
         size_bytes: u64,
-        fault_in: bool,
-        current: Arc<SegmentMap>,
+        wake: Arc<WaitWord>,
+        current: Current,
     ) -> Result<Self> {
+        let fault_in = matches!(current, Current::FaultIn(_));
         let next = SegmentInfo { sequence: first_sequence, base_position: first_base_position, size_bytes, generation: 0 };
         let shared = Arc::new(Shared {
             directory,
             fault_in,
             state: Mutex::new(State { next, ready: None, faulting_in: fault_in, failed: None, shutdown: false }),
             changed: Condvar::new(),
+            work: wake,
         });
         let thread_shared = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("segstore-preparer".into())
-            .spawn(move || run(&thread_shared, current))
+            .spawn(move || {
+                // A panic here must not leave a rotation waiting for a segment forever.
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&thread_shared, current))).is_err() {
+                    fail(&thread_shared, Error::invalid("the segment preparer panicked"));
+                }
+            })
             .map_err(|source| Error::io("spawn segment preparer", &shared.directory, source))?;
         Ok(Preparer { shared, thread: Some(thread) })
     }
@@ -93,6 +189,8 @@ impl Preparer {
             }
             if let Some(ready) = state.ready.take() {
                 self.shared.changed.notify_all();
+                // The segment taken is the one appends go to next: the thread zero-fills it.
+                self.shared.work.change_and_wake(1);
                 return match ready {
                     Ok(prepared) => Ok(prepared),
                     Err(error) => {
@@ -109,19 +207,27 @@ impl Preparer {
         }
     }
 
-    /// Returns once the next segment is prepared (or its preparation failed) and no
-    /// mapping is being faulted in: the thread is idle until the next rotation.
-    pub(crate) fn wait_idle(&self) {
+    /// Returns once the next segment is prepared (or its preparation failed), no mapping
+    /// is being faulted in, and `current` (the segment appends go to) is zero-filled to
+    /// its end: the thread is idle until the next rotation.
+    pub(crate) fn wait_idle(&self, current: &SegmentMap) {
+        current.want_writable(current.size_bytes());
         let mut state = lock(&self.shared);
-        while !state.shutdown && (state.faulting_in || (state.ready.is_none() && state.failed.is_none())) {
+        while !state.shutdown && state.failed.is_none() && (state.faulting_in || state.ready.is_none() || !current.zero_fill_done()) {
             state = self.shared.changed.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
         }
+    }
+
+    /// Why the preparer stopped working, if it did (a preparation or a zero-fill failed).
+    pub(crate) fn failure(&self) -> Option<Arc<Error>> {
+        lock(&self.shared).failed.clone()
     }
 
     /// Stops the thread; returns the prepared segment nobody took, if any.
     pub(crate) fn stop(&mut self) -> Option<SegmentFile> {
         lock(&self.shared).shutdown = true;
         self.shared.changed.notify_all();
+        self.shared.work.change_and_wake(1);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -135,45 +241,125 @@ impl Drop for Preparer {
     }
 }
 
-fn run(shared: &Shared, current: Arc<SegmentMap>) {
-    if shared.fault_in {
-        fault_in(shared, &current);
-    }
-    drop(current);
-    loop {
-        let info = {
-            let mut state = lock(shared);
-            while !state.shutdown && (state.ready.is_some() || state.failed.is_some()) {
-                state = shared.changed.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
+fn run(shared: &Shared, current: Current) {
+    let mut filling = match current {
+        Current::FaultIn(map) => {
+            fault_in(shared, &map);
+            None
+        }
+        Current::ZeroFill(map, path) => match Filling::open(Arc::clone(&map), &path) {
+            Ok(filling) => Some(filling),
+            Err(error) => {
+                map.zero_fill_failed();
+                fail(shared, error);
+                None
             }
+        },
+    };
+    // The segment handed over last: appends go to it once it has been taken.
+    let mut handed_over: Option<Filling> = None;
+    // How much of the last segment sealed the log used.
+    let mut last_used_bytes: Option<u64> = None;
+    loop {
+        let seen = shared.work.load();
+        let to_prepare = {
+            let state = lock(shared);
             if state.shutdown {
                 return;
             }
-            state.next
-        };
-        let info = SegmentInfo { generation: segment::new_generation(info.sequence), ..info };
-        let prepared = segment::prepare(&shared.directory, info).and_then(|file| {
-            let map = SegmentMap::map_file(&file.file, info.size_bytes, info.base_position, info.generation, SEGMENT_HEADER_SIZE)
-                .map_err(|source| Error::io("map segment", &file.path, source))?;
-            Ok(Prepared { file, map: Arc::new(map) })
-        });
-        let to_fault_in = prepared.as_ref().ok().filter(|_| shared.fault_in).map(|prepared| Arc::clone(&prepared.map));
-        {
-            let mut state = lock(shared);
-            if prepared.is_ok() {
-                state.next = SegmentInfo { sequence: info.sequence + 1, base_position: info.end_position(), ..info };
-            } else if let Err(error) = &prepared {
-                log::error!("{}: preparing segment {} failed: {error}", shared.directory.display(), info.file_name());
+            if state.ready.is_none() && handed_over.is_some() {
+                let sealed = std::mem::replace(&mut filling, handed_over.take());
+                last_used_bytes = sealed.and_then(|sealed| sealed.map.sealed_offset()).or(last_used_bytes);
             }
-            state.ready = Some(prepared);
-            state.faulting_in = to_fault_in.is_some();
+            (state.ready.is_none() && state.failed.is_none()).then_some(state.next)
+        };
+        // Appends may be waiting for this, so it comes first.
+        if fill_next_chunk(shared, &mut filling) {
+            continue;
+        }
+        if let Some(info) = to_prepare {
+            let zero_fill_bytes = match last_used_bytes {
+                _ if shared.fault_in => info.size_bytes,
+                None => info.size_bytes,
+                Some(used_bytes) => used_bytes.saturating_mul(2).max(NEW_SEGMENT_ZERO_FILL_BYTES),
+            };
+            handed_over = prepare_next(shared, info, zero_fill_bytes, &mut || while fill_next_chunk(shared, &mut filling) {});
+            continue;
+        }
+        {
+            let _state = lock(shared);
             shared.changed.notify_all();
         }
-        // After handing it over: a rotation never waits for this.
-        if let Some(map) = to_fault_in {
-            fault_in(shared, &map);
+        shared.work.wait(seen);
+    }
+}
+
+/// Zero-fills the next chunk the appends asked for in `filling`; `true` if it did. A
+/// failure ends the filling: appends waiting for it are told through the map.
+fn fill_next_chunk(shared: &Shared, filling: &mut Option<Filling>) -> bool {
+    let Some(current) = filling else { return false };
+    match current.fill_next_chunk() {
+        Ok(filled) => {
+            if filled {
+                let _state = lock(shared);
+                shared.changed.notify_all();
+            }
+            filled
+        }
+        Err(error) => {
+            *filling = None;
+            fail(shared, error);
+            false
         }
     }
+}
+
+/// Prepares the segment `info` (a fresh generation) with its first `zero_fill_bytes`
+/// zero-filled and hands it over; returns what to zero-fill once it is taken.
+/// `between_chunks` keeps the current segment ahead of the appends meanwhile.
+fn prepare_next(shared: &Shared, info: SegmentInfo, zero_fill_bytes: u64, between_chunks: &mut dyn FnMut()) -> Option<Filling> {
+    let info = SegmentInfo { generation: segment::new_generation(info.sequence), ..info };
+    let zero_fill_bytes = zero_fill_bytes.next_multiple_of(fs::ZERO_FILL_CHUNK_BYTES as u64).min(info.size_bytes);
+    let prepared = segment::prepare(&shared.directory, info, zero_fill_bytes, between_chunks).and_then(|file| {
+        let map = SegmentMap::map_file(&file.file, info.size_bytes, info.base_position, info.generation, SEGMENT_HEADER_SIZE)
+            .map_err(|source| Error::io("map segment", &file.path, source))?;
+        let map = if shared.fault_in { map } else { Preparer::zero_fill_ahead(map, zero_fill_bytes, &shared.work) };
+        let map = Arc::new(map);
+        let filling = if shared.fault_in { None } else { Some(Filling::open(Arc::clone(&map), &file.path)?) };
+        Ok((Prepared { file, map }, filling))
+    });
+    let (prepared, filling) = match prepared {
+        Ok((prepared, filling)) => (Ok(prepared), filling),
+        Err(error) => (Err(error), None),
+    };
+    let to_fault_in = prepared.as_ref().ok().filter(|_| shared.fault_in).map(|prepared| Arc::clone(&prepared.map));
+    {
+        let mut state = lock(shared);
+        if prepared.is_ok() {
+            state.next = SegmentInfo { sequence: info.sequence + 1, base_position: info.end_position(), ..info };
+        } else if let Err(error) = &prepared {
+            log::error!("{}: preparing segment {} failed: {error}", shared.directory.display(), info.file_name());
+        }
+        state.ready = Some(prepared);
+        state.faulting_in = to_fault_in.is_some();
+        shared.changed.notify_all();
+    }
+    // After handing it over: a rotation never waits for this.
+    if let Some(map) = to_fault_in {
+        fault_in(shared, &map);
+    }
+    filling
+}
+
+/// The thread cannot go on (a zero-fill failed, or it panicked): appends waiting for a
+/// zero-fill were told through the map, later rotations get this error.
+fn fail(shared: &Shared, error: Error) {
+    log::error!("{}: the segment preparer stopped: {error}", shared.directory.display());
+    let mut state = lock(shared);
+    if state.failed.is_none() {
+        state.failed = Some(Arc::new(error));
+    }
+    shared.changed.notify_all();
 }
 
 /// Faults `map` in from its prefault frontier to its end, a window at a time, stopping

@@ -22,11 +22,12 @@ pub const SEGMENT_MAGIC: [u8; 8] = *b"SEGSTORE";
 pub const SEGMENT_FORMAT_VERSION: u32 = 1;
 pub(crate) const SEGMENT_SUFFIX: &str = ".seg";
 pub(crate) const TEMPORARY_SUFFIX: &str = ".tmp";
-/// Bytes of zeros the preparer writes and flushes at a time. Each flush delays the
-/// appends syncing meanwhile: smaller chunks shorten the worst delay but delay more
-/// appends (256 KiB: worst ~4 ms, but p99.9 across 1 MiB rotations went from 1.0x to
-/// 1.75x the run without; 4 MiB: 0.97x, worst ~8 ms after a cut of a 64 MiB segment).
-const PREPARE_CHUNK_BYTES: u64 = 4 << 20;
+/// Bytes of zeros written and flushed at a time, here and by the zero-filler ahead of
+/// the writers. Each flush delays the appends syncing meanwhile: smaller chunks shorten
+/// the worst delay but delay more appends (256 KiB: worst ~4 ms, but p99.9 across 1 MiB
+/// rotations went from 1.0x to 1.75x the run without; 4 MiB: 0.97x, worst ~8 ms after a
+/// cut of a 64 MiB segment).
+pub(crate) const ZERO_FILL_FLUSH_BYTES: u64 = 4 << 20;
 
 const _: () = assert!(std::mem::size_of::<SegmentHeader>() == SEGMENT_HEADER_SIZE as usize);
 const _: () = assert!(SEGMENT_HEADER_SIZE % crate::record::RECORD_ALIGNMENT as u64 == 0);
@@ -163,10 +164,14 @@ pub(crate) fn new_generation(sequence: u64) -> u32 {
 }
 
 /// Creates the segment `info` in `directory`, off the append path: a temporary file,
-/// fallocated to full size (a full disk fails here, not as SIGBUS later), zero-filled
-/// in 4 KiB writes (so later syncs convert no extents and the page cache holds small
-/// folios), the header, fsync, rename into place, fsync of the directory.
-pub(crate) fn prepare(directory: &Path, info: SegmentInfo) -> Result<SegmentFile> {
+/// fallocated to full size (a full disk fails here, not as SIGBUS later), its first
+/// `zero_fill_bytes` zero-filled in 4 KiB writes (so later syncs convert no extents and
+/// the page cache holds small folios; the rest reads as zeros too, but a sync after
+/// the first write to each of its blocks would commit the extent change to the file
+/// system's journal, and the zero-filler writes it ahead of the appends), the header,
+/// fsync, rename into place, fsync of the directory. Calls `between_chunks` after each
+/// flushed chunk of zeros (the preparer zero-fills ahead of the appends meanwhile).
+pub(crate) fn prepare(directory: &Path, info: SegmentInfo, zero_fill_bytes: u64, between_chunks: &mut dyn FnMut()) -> Result<SegmentFile> {
     let temporary = directory.join(format!("{:016x}{TEMPORARY_SUFFIX}", info.sequence));
     let path = directory.join(info.file_name());
     let file = OpenOptions::new()
@@ -177,7 +182,7 @@ pub(crate) fn prepare(directory: &Path, info: SegmentInfo) -> Result<SegmentFile
         .mode(0o600)
         .open(&temporary)
         .map_err(|source| Error::io("create segment", &temporary, source))?;
-    let prepared = fill_and_install(&file, &temporary, &path, directory, info);
+    let prepared = fill_and_install(&file, &temporary, &path, directory, info, zero_fill_bytes.min(info.size_bytes), between_chunks);
     if prepared.is_err() {
         let _ = std::fs::remove_file(&temporary);
     }
@@ -185,7 +190,15 @@ pub(crate) fn prepare(directory: &Path, info: SegmentInfo) -> Result<SegmentFile
     Ok(SegmentFile { info, path, file })
 }
 
-fn fill_and_install(file: &File, temporary: &Path, path: &Path, directory: &Path, info: SegmentInfo) -> Result<()> {
+fn fill_and_install(
+    file: &File,
+    temporary: &Path,
+    path: &Path,
+    directory: &Path,
+    info: SegmentInfo,
+    zero_fill_bytes: u64,
+    between_chunks: &mut dyn FnMut(),
+) -> Result<()> {
     if fs::fallocate(file, info.size_bytes, temporary)? == Allocation::Unsupported {
         log::warn!("{}: fallocate is not supported here; allocating the segment by writing zeros", directory.display());
     }
@@ -193,10 +206,11 @@ fn fill_and_install(file: &File, temporary: &Path, path: &Path, directory: &Path
     // at the end would hold the disk for tens of milliseconds (64 MiB) and every append
     // waiting for its own sync would wait behind it.
     let mut chunk_start = 0;
-    while chunk_start < info.size_bytes {
-        let chunk_end = (chunk_start + PREPARE_CHUNK_BYTES).min(info.size_bytes);
+    while chunk_start < zero_fill_bytes {
+        let chunk_end = (chunk_start + ZERO_FILL_FLUSH_BYTES).min(zero_fill_bytes);
         fs::write_zeros(file, chunk_start, chunk_end, temporary)?;
         fs::flush_zero_fill(file, temporary)?;
+        between_chunks();
         chunk_start = chunk_end;
     }
     fs::write_header(file, info.encode().as_bytes(), 0, temporary)?;
@@ -259,7 +273,7 @@ mod tests {
     fn prepared_segment_is_zeroed_full_size_and_named() {
         let directory = tempfile::tempdir().unwrap();
         let info = SegmentInfo { sequence: 0, base_position: 0, size_bytes: 64 * 1024, generation: 5 };
-        let prepared = prepare(directory.path(), info).unwrap();
+        let prepared = prepare(directory.path(), info, info.size_bytes, &mut || {}).unwrap();
         let bytes = std::fs::read(&prepared.path).unwrap();
         assert_eq!(bytes.len() as u64, info.size_bytes);
         assert_eq!(SegmentInfo::decode(&bytes).unwrap(), info);

@@ -48,7 +48,7 @@ pub(crate) fn wait<'a, T>(condvar: &Condvar, guard: MutexGuard<'a, T>) -> MutexG
 /// A 32-bit word that threads sleep on until it changes, with no mutex to take back on
 /// waking (a futex): a thread woken among many need not queue for a lock only to find
 /// its work done. Under loom, a mutex and condition variable with the same semantics.
-pub(crate) struct WaitWord {
+pub struct WaitWord {
     word: AtomicU32,
     #[cfg(loom)]
     lock: Mutex<()>,
@@ -56,8 +56,14 @@ pub(crate) struct WaitWord {
     changed: Condvar,
 }
 
+impl Default for WaitWord {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl WaitWord {
-    pub(crate) fn new() -> Self {
+    pub fn new() -> Self {
         WaitWord {
             word: AtomicU32::new(0),
             #[cfg(loom)]
@@ -67,13 +73,13 @@ impl WaitWord {
         }
     }
 
-    pub(crate) fn load(&self) -> u32 {
+    pub fn load(&self) -> u32 {
         self.word.load(Ordering::Acquire)
     }
 
     /// Sleeps while the word is `expected`. May return without a change: callers check
     /// what they wait for and come back.
-    pub(crate) fn wait(&self, expected: u32) {
+    pub fn wait(&self, expected: u32) {
         #[cfg(not(loom))]
         {
             // EAGAIN (the word changed first) and EINTR are returns like any other.
@@ -90,7 +96,7 @@ impl WaitWord {
 
     /// Changes the word, then wakes `count` of the threads sleeping on it (all for
     /// `u32::MAX`). Threads about to sleep with the old value do not sleep.
-    pub(crate) fn change_and_wake(&self, count: u32) {
+    pub fn change_and_wake(&self, count: u32) {
         self.word.fetch_add(1, Ordering::AcqRel);
         #[cfg(not(loom))]
         {

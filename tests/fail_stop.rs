@@ -15,7 +15,7 @@ use std::sync::Barrier;
 use segstore::fault::{self, FaultPoint};
 use segstore::{Appended, Error, Log, Options, Result, SyncMode};
 
-use common::{files_ending_in, options, reopen_and_read, wait_until, KIND};
+use common::{files_ending_in, options, reopen_and_read, wait_for_prepared_segment, wait_until, KIND};
 
 const SEGMENT_SIZE_BYTES: u64 = 64 << 10;
 const THREADS: usize = 4;
@@ -56,17 +56,26 @@ impl Faults {
         fault::arm(&self.directory, point, 0);
     }
 
-    /// Makes the next call of `point` by the preparer of a log about to be opened fail:
-    /// the open itself syncs the directory once before it starts the preparer.
+    /// Makes the next call of `point` by the preparer of a log about to be opened fail.
     fn fail_next_preparation(&self, point: FaultPoint) {
-        let calls_by_open = u64::from(point == FaultPoint::DirectoryFsync);
-        fault::arm(&self.directory, point, calls_by_open);
+        fault::arm(&self.directory, point, calls_by_open(point));
     }
 }
 
 impl Drop for Faults {
     fn drop(&mut self) {
         fault::reset(&self.directory);
+    }
+}
+
+/// Calls of `point` that opening a cleanly closed log makes before it starts the
+/// preparer: it syncs the directory, and zero-fills past the log end (one write, one
+/// flush).
+fn calls_by_open(point: FaultPoint) -> u64 {
+    match point {
+        FaultPoint::DirectoryFsync => 1,
+        FaultPoint::ZeroFill => 2,
+        _ => 0,
     }
 }
 
@@ -253,7 +262,7 @@ fn preparer_failure(point: FaultPoint) {
     faults.fail_next_preparation(point);
     // Opening a cleanly closed log creates no segment itself; its preparer does, at once.
     let log = Log::open(directory, options.clone()).unwrap();
-    wait_until("the preparer has failed", || faults.calls(point) > u64::from(point == FaultPoint::DirectoryFsync));
+    wait_until("the preparer has failed", || faults.calls(point) > calls_by_open(point));
 
     for index in 0..5u8 {
         ledger.append_durable(&log, vec![0x10 + index; 500]);
@@ -291,8 +300,7 @@ fn preparer_failure(point: FaultPoint) {
     }
     let acknowledged_end = ledger.acknowledged.last().unwrap().0.end;
     assert_everything_refused(&log, acknowledged_end, point, directory);
-    let calls_by_open = u64::from(point == FaultPoint::DirectoryFsync);
-    assert_eq!(faults.calls(point), calls_by_open + 1, "{context}: the failed preparation is never retried");
+    assert_eq!(faults.calls(point), calls_by_open(point) + 1, "{context}: the failed preparation is never retried");
     assert!(files_ending_in(directory, ".tmp").is_empty(), "{context}: the failed preparation left its temporary file");
     drop(log);
     drop(faults);
@@ -304,6 +312,49 @@ fn a_failed_segment_preparation_stops_the_log_at_the_next_rotation() {
     for point in PREPARER_POINTS {
         preparer_failure(point);
     }
+}
+
+/// The preparer fails to zero-fill the current segment ahead of the appends. Appends
+/// below what was zero-filled go on; the first one past it fails, and the log stops
+/// with the zero-fill's error.
+#[test]
+fn a_failed_zero_fill_ahead_of_the_appends_stops_the_log_where_they_need_it() {
+    const SEGMENT_BYTES: u64 = 16 << 20;
+    let point = FaultPoint::ZeroFill;
+    let context = "zero-filling ahead of the appends failing";
+    let directory = tempfile::tempdir().unwrap();
+    let directory = directory.path();
+    let options = options(SEGMENT_BYTES, SyncMode::Msync);
+    let faults = Faults::watch(directory);
+    let log = Log::open(directory, options.clone()).unwrap();
+    // The new log's segment is zero-filled 1 MiB deep; the preparer then zero-fills
+    // the next segment whole (nothing was sealed yet), 4 MiB at a time.
+    let calls_before_appends = 2 * (1 + SEGMENT_BYTES / (4 << 20));
+    wait_until("the next segment is prepared", || faults.calls(point) == calls_before_appends);
+    wait_for_prepared_segment(&log);
+    faults.fail_next(point);
+    let mut ledger = Ledger::default();
+    let error = loop {
+        let bytes = vec![ledger.appended.len() as u8; 3000];
+        match log.append(KIND, &bytes) {
+            Ok(at) => {
+                ledger.appended.push((at, bytes.clone()));
+                log.wait_durable(at.end).unwrap();
+                ledger.acknowledged.push((at, bytes));
+            }
+            Err(error) => break error,
+        }
+        assert!(ledger.appended.len() < 1000, "{context}: appends went on past the zero-filled 1 MiB");
+    };
+    assert_poisoned_by::<()>(Err(error), point, directory, context);
+    let acknowledged_end = ledger.acknowledged.last().unwrap().0.end;
+    assert!(acknowledged_end.0 > 1 << 19, "{context}: appends stopped before they needed the zero-fill");
+    assert!(acknowledged_end.0 <= 1 << 20, "{context}: appends went past the zero-filled 1 MiB");
+    assert_everything_refused(&log, acknowledged_end, point, directory);
+    assert_eq!(faults.calls(point), calls_before_appends + 1, "{context}: the failed zero-fill is never retried");
+    drop(log);
+    drop(faults);
+    ledger.check_reopen(directory, options, context);
 }
 
 /// A segment's name is durable only once its directory is synced (storage-facts §2).

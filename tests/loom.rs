@@ -4,8 +4,8 @@
 
 use loom::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use loom::sync::Arc;
-use segstore::mapping::{Cursor, RotationFailed, SegmentMap};
-use segstore::model::GroupCommit;
+use segstore::mapping::{Cursor, Lead, RotationFailed, SegmentMap};
+use segstore::model::{GroupCommit, WaitWord};
 use segstore::record::{self, Decoded, Expected, RecordKind};
 use segstore::Error;
 
@@ -166,6 +166,46 @@ fn a_cut_racing_an_append_rotates_once() {
         assert_eq!(first.advance_published(), 160, "the first segment is sealed");
         // The record landed either before the cut or in the next segment.
         assert!(end == DATA_START + 40 || end == 160 + DATA_START + 40);
+    });
+}
+
+/// A 256-byte segment zero-filled on disk only below 128: a 40-byte record at 64 ends
+/// at 136, past that, so its writer asks the zero-filler for more and waits while the
+/// filler writes the bytes from 128 on (here, the cells loom watches). loom reports a
+/// data race if the writer ever touches them before the filler is done with them, and
+/// a deadlock if the request or the wake-up is lost.
+#[test]
+fn a_claim_past_the_zero_filled_part_waits_for_the_zero_filler() {
+    let mut builder = loom::model::Builder::new();
+    // Two threads around two wait words: bounded preemptions keep the search short.
+    builder.preemption_bound = Some(3);
+    builder.check(|| {
+        let wake = Arc::new(WaitWord::new());
+        let lead = Lead { min_bytes: 64, max_bytes: 64 };
+        let segment =
+            Arc::new(SegmentMap::anonymous(256, 0, GENERATION, DATA_START).unwrap().with_zero_filler(128, lead, Arc::clone(&wake)));
+        let cursor = Cursor::new(Arc::clone(&segment), DATA_START, DATA_START);
+        // The filler sleeps until asked, zero-fills once (all that is asked: up to 200)
+        // and stops.
+        let filler = {
+            let (segment, wake) = (Arc::clone(&segment), Arc::clone(&wake));
+            loom::thread::spawn(move || loop {
+                let seen = wake.load();
+                if let Some((start, end)) = segment.next_zero_fill(8, 128) {
+                    segment.zero_fill_for_model(start, end);
+                    segment.zero_filled(end);
+                    return end;
+                }
+                wake.wait(seen);
+            })
+        };
+        let mut claim = cursor.reserve(40, 0, &mut no_rotation).unwrap();
+        claim.fill(|payload| payload.fill(5));
+        let end = claim.publish(KIND, 0);
+        assert_eq!(filler.join().unwrap(), 200);
+        assert_eq!(end, DATA_START + record::data_span_bytes(40));
+        assert_eq!(segment.advance_published(), end);
+        assert_eq!(published_payloads(&segment, end), vec![vec![5u8; 40]]);
     });
 }
 
