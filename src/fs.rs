@@ -91,6 +91,17 @@ pub(crate) fn flush_zero_fill(file: &File, path: &Path) -> Result<()> {
         .map_err(|source| Error::io("flush zero-fill", path, source))
 }
 
+/// Drops the cached pages of `[start, end)` (clean ones; a hint, so failures are
+/// ignored): recovery reads the segment appends continue in to its end, and readahead
+/// caches what it read in large folios, which a store through the mapping dirties
+/// whole and msync writes back whole (storage-facts: 918 KiB written per 64 KiB append).
+/// Zeros written afterwards in pages come back in 4 KiB folios.
+pub(crate) fn drop_cached(file: &File, start: u64, end: u64) {
+    if let Some(length) = end.checked_sub(start).and_then(std::num::NonZeroU64::new) {
+        let _ = rustix::fs::fadvise(file, start, Some(length), rustix::fs::Advice::DontNeed);
+    }
+}
+
 /// Reads exactly `buffer.len()` bytes at `offset`; a short file is an error.
 pub(crate) fn read_exact_at(file: &File, buffer: &mut [u8], offset: u64, path: &Path) -> Result<()> {
     file.read_exact_at(buffer, offset).map_err(|source| Error::io("read", path, source))

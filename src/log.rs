@@ -185,7 +185,9 @@ impl Log {
             (Arc::clone(&map), Current::FaultIn(map))
         } else {
             let writable_offset = if created == Some(last.info.sequence) {
-                zero_fill_new(last.info.size_bytes)
+                let head_bytes = zero_fill_new(last.info.size_bytes);
+                fs::drop_cached(&last.file, head_bytes, last.info.size_bytes);
+                head_bytes
             } else {
                 zero_fill_past_end(&last, append_offset)?
             };
@@ -765,11 +767,13 @@ fn zero_nonzero_bytes(segment: &SegmentFile, offset: u64) -> Result<u64> {
 /// Zero-fills (and flushes) the pages from the one after `append_offset` up to
 /// [`OPEN_ZERO_FILL_BYTES`] on, in the segment appends continue in; returns where the
 /// zero-filled part ends. Recovery made every byte past the log end zero, so this
-/// overwrites zeros: it makes them written blocks.
+/// overwrites zeros: it makes them written blocks. First drops what recovery cached
+/// past the end (see [`fs::drop_cached`]).
 fn zero_fill_past_end(segment: &SegmentFile, append_offset: u64) -> Result<u64> {
     let page_bytes = fs::ZERO_FILL_CHUNK_BYTES as u64;
     let start = append_offset.div_ceil(page_bytes) * page_bytes;
     let end = (start + OPEN_ZERO_FILL_BYTES).min(segment.info.size_bytes);
+    fs::drop_cached(&segment.file, start, segment.info.size_bytes);
     if start < end {
         fs::write_zeros(&segment.file, start, end, &segment.path)?;
         fs::flush_zero_fill(&segment.file, &segment.path)?;

@@ -100,6 +100,50 @@ fn a_record_past_the_zero_filled_head_waits_for_the_zeros_and_reads_back() {
     log.close().unwrap();
 }
 
+/// Bytes this thread has dirtied in the page cache: a store through a mapping is
+/// charged the whole folio it dirties.
+fn thread_dirtied_bytes() -> u64 {
+    let io = std::fs::read_to_string("/proc/thread-self/io").unwrap();
+    io.lines().find_map(|line| line.strip_prefix("write_bytes: ")).unwrap().trim().parse().unwrap()
+}
+
+/// Durable 256 B appends dirty about a page each, in a created log and in a reopened
+/// one (cold, as after a restart): recovery reads the segment appends go to whole, and the pages readahead caches
+/// for that come in large folios, which a store dirties whole and msync writes back
+/// whole; opening drops them before zero-filling past the log end.
+#[test]
+fn appends_after_opening_dirty_pages_not_large_folios() {
+    const APPENDS: u64 = 200;
+    let directory = tempfile::tempdir().unwrap();
+    let directory = directory.path();
+    let options = options(64 << 20, SyncMode::Msync);
+    for open in ["created", "reopened"] {
+        let log = Log::open(directory, options.clone()).unwrap();
+        log.wait_for_preparation();
+        // Past the zero-filled head a new segment starts with, and past what opening
+        // zero-fills, deep into what only recovery's reads had cached (readahead makes
+        // its folios larger the further it goes).
+        let target = log.published_position().0.max(30 << 20) + (2 << 20);
+        let mut end = log.published_position();
+        while end.0 < target {
+            end = log.append(KIND, &[8u8; 4096]).unwrap().end;
+        }
+        log.wait_durable(end).unwrap();
+        let before = thread_dirtied_bytes();
+        for _ in 0..APPENDS {
+            log.append_durable(KIND, &[9u8; 256]).unwrap();
+        }
+        let per_append = (thread_dirtied_bytes() - before) / APPENDS;
+        assert!(per_append <= 16 << 10, "{open} log: {per_append} bytes dirtied per 256 B append");
+        log.close().unwrap();
+        // The reopen starts cold, as after a restart: nothing of the log cached.
+        for entry in std::fs::read_dir(directory).unwrap() {
+            let file = std::fs::File::open(entry.unwrap().path()).unwrap();
+            rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+        }
+    }
+}
+
 /// Cutting 64 MiB segments every ~100 KB zero-fills about what the log used, not whole
 /// segments: the first segment the preparer makes is zero-filled whole (nothing was
 /// sealed yet), each later one about twice as far as the log used the last one sealed
