@@ -202,9 +202,9 @@ impl SegmentMap {
     }
 
     /// Makes only `[0, writable_offset)` writable (the rest is not zero-filled on disk
-    /// yet): writers that come within half their `lead` of what the filler was asked for
-    /// wake it through `wake` and ask for their lead past themselves; writers past the
-    /// writable offset wait. The filler is the one thread that then calls
+    /// yet): writers that come within a quarter of their `lead` of what the filler was
+    /// asked for wake it through `wake` and ask for their lead past themselves; writers
+    /// past the writable offset wait. The filler is the one thread that then calls
     /// [`SegmentMap::next_zero_fill`] and [`SegmentMap::zero_filled`]. `writable_offset`
     /// must be a record boundary at or above the published frontier (the log passes
     /// page boundaries, so that the filler writes whole pages).
@@ -309,14 +309,14 @@ impl SegmentMap {
     }
 
     /// Returns once `[.., end)` lies below the writable offset. On the way, with
-    /// `ask_ahead`, asks the zero-filler for more once `end` comes within half its lead
-    /// of what it was asked for: one wake-up per half lead, not one per record. (The
-    /// padding header that seals the segment asks for nothing past itself.)
+    /// `ask_ahead`, asks the zero-filler for more once `end` comes within a quarter of
+    /// its lead of what it was asked for: one wake-up per 3/4 lead, not one per record.
+    /// (The padding header that seals the segment asks for nothing past itself.)
     fn ensure_writable(&self, end: u64, ask_ahead: bool) -> Result<(), ZeroFillFailed> {
         let Some(filler) = &self.zero_filler else { return Ok(()) };
         let writable = self.writable_offset.load(Ordering::Acquire);
         let lead_bytes = if ask_ahead { filler.lead.at(end) } else { 0 };
-        if end + lead_bytes / 2 > self.zero_fill_wanted_offset.load(Ordering::Acquire) {
+        if end + lead_bytes / 4 > self.zero_fill_wanted_offset.load(Ordering::Acquire) {
             self.want_writable(end + lead_bytes);
         }
         if end <= writable {

@@ -146,7 +146,7 @@ fn appends_after_opening_dirty_pages_not_large_folios() {
 
 /// Cutting 64 MiB segments every ~100 KB zero-fills about what the log used, not whole
 /// segments: the first segment the preparer makes is zero-filled whole (nothing was
-/// sealed yet), each later one about twice as far as the log used the last one sealed
+/// sealed yet), each later one 1.5 times as far as the log used the last one sealed
 /// (here: the 1 MiB minimum, one fill), instead of 16 fills of 4 MiB each.
 #[test]
 fn frequent_cuts_zero_fill_about_what_the_log_uses() {
