@@ -116,7 +116,7 @@ struct ZeroFiller {
 /// How far ahead of an append's end the zero-filler is asked to keep the writable
 /// offset: as far as the segment has been appended to so far, within these bounds. A
 /// segment cut soon after it was started costs little more zero-filling than it took,
-/// and one appended to fast gets a long lead.
+/// and one that has taken much so far (likely to take more) gets a long lead.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Lead {
     pub min_bytes: u64,
