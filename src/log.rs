@@ -179,7 +179,8 @@ impl Log {
         fs::sync_directory(&directory)?;
         let map = SegmentMap::map_file(&last.file, last.info.size_bytes, last.info.base_position, last.info.generation, append_offset)
             .map_err(|source| Error::io("map segment", &last.path, source))?;
-        let wake = Preparer::new_wake();
+        // The preparer's wake-up word: the segment the log opens in is mapped with it.
+        let wake = Arc::default();
         let (map, current) = if options.sync_mode == SyncMode::None {
             let map = Arc::new(map);
             (Arc::clone(&map), Current::FaultIn(map))
@@ -771,7 +772,7 @@ fn zero_nonzero_bytes(segment: &SegmentFile, offset: u64) -> Result<u64> {
 /// past the end (see [`fs::drop_cached`]).
 fn zero_fill_past_end(segment: &SegmentFile, append_offset: u64) -> Result<u64> {
     let page_bytes = fs::ZERO_FILL_CHUNK_BYTES as u64;
-    let start = append_offset.div_ceil(page_bytes) * page_bytes;
+    let start = append_offset.next_multiple_of(page_bytes);
     let end = (start + OPEN_ZERO_FILL_BYTES).min(segment.info.size_bytes);
     fs::drop_cached(&segment.file, start, segment.info.size_bytes);
     if start < end {

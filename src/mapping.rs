@@ -322,12 +322,8 @@ impl SegmentMap {
         if end <= writable {
             return Ok(());
         }
-        for round in 0..SPIN_ROUNDS {
-            if self.writable_offset.load(Ordering::Acquire) >= end {
-                return Ok(());
-            }
-            sync::spin_wait(round);
-        }
+        // No spinning first: the filler moves the offset after a flushed write of at
+        // least a granule, milliseconds away, and spinning would take the CPU it needs.
         loop {
             let seen = self.writable_changed.load();
             if self.writable_offset.load(Ordering::Acquire) >= end {

@@ -137,12 +137,6 @@ pub(crate) enum Current {
 }
 
 impl Preparer {
-    /// A fresh wake-up word for a preparer about to start: the log maps the segment it
-    /// opens in with it.
-    pub(crate) fn new_wake() -> Arc<WaitWord> {
-        Arc::new(WaitWord::new())
-    }
-
     /// `map`, to be zero-filled by the preparer woken by `wake` from `writable_offset` on.
     pub(crate) fn zero_fill_ahead(map: SegmentMap, writable_offset: u64, wake: &Arc<WaitWord>) -> SegmentMap {
         map.with_zero_filler(writable_offset, ZERO_FILL_LEAD, Arc::clone(wake))
@@ -280,9 +274,8 @@ fn run(shared: &Shared, current: Current) {
         }
         if let Some(info) = to_prepare {
             let zero_fill_bytes = match last_used_bytes {
-                _ if shared.fault_in => info.size_bytes,
-                None => info.size_bytes,
-                Some(used_bytes) => (used_bytes.saturating_mul(3) / 2).max(NEW_SEGMENT_ZERO_FILL_BYTES),
+                Some(used_bytes) if !shared.fault_in => (used_bytes.saturating_mul(3) / 2).max(NEW_SEGMENT_ZERO_FILL_BYTES),
+                _ => info.size_bytes,
             };
             handed_over = prepare_next(shared, info, zero_fill_bytes, &mut || while fill_next_chunk(shared, &mut filling) {});
             continue;

@@ -108,9 +108,9 @@ fn thread_dirtied_bytes() -> u64 {
 }
 
 /// Durable 256 B appends dirty about a page each, in a created log and in a reopened
-/// one (cold, as after a restart): recovery reads the segment appends go to whole, and the pages readahead caches
-/// for that come in large folios, which a store dirties whole and msync writes back
-/// whole; opening drops them before zero-filling past the log end.
+/// one (cold, as after a restart): recovery reads the segment appends go to whole, the
+/// pages readahead caches for that come in large folios, which a store dirties whole
+/// and msync writes back whole; opening drops them before zero-filling past the log end.
 #[test]
 fn appends_after_opening_dirty_pages_not_large_folios() {
     const APPENDS: u64 = 200;
