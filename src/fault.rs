@@ -85,6 +85,7 @@ mod armed {
         with(|registry| registry.calls.get(&(directory.to_path_buf(), point)).copied().unwrap_or(0))
     }
 
+    #[cfg_attr(loom, allow(dead_code))] // the loom build has no file system to fault
     pub(crate) fn check(point: FaultPoint, path: &Path) -> io::Result<()> {
         with(|registry| {
             let Some(directory) = registry.watched.iter().find(|dir| path.starts_with(dir)).cloned() else {
@@ -126,6 +127,7 @@ pub fn observe_syncs(observer: Option<SyncObserver>) {
 /// Runs the msync of `[offset, offset + length_bytes)` of `path`, through the observer
 /// if one is installed.
 #[cfg(feature = "fault-injection")]
+#[cfg_attr(loom, allow(dead_code))] // the loom build has no file system to fault
 pub(crate) fn around_msync(path: &Path, offset: u64, length_bytes: u64, sync: &mut dyn FnMut() -> io::Result<()>) -> io::Result<()> {
     let observer = SYNC_OBSERVER.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
     match observer {
@@ -136,17 +138,20 @@ pub(crate) fn around_msync(path: &Path, offset: u64, length_bytes: u64, sync: &m
 
 #[cfg(not(feature = "fault-injection"))]
 #[inline(always)]
+#[cfg_attr(loom, allow(dead_code))] // the loom build has no file system to fault
 pub(crate) fn around_msync(_path: &Path, _offset: u64, _length_bytes: u64, sync: &mut dyn FnMut() -> io::Result<()>) -> io::Result<()> {
     sync()
 }
 
 #[cfg(feature = "fault-injection")]
+#[cfg_attr(loom, allow(dead_code))] // the loom build has no file system to fault
 pub(crate) fn check(point: FaultPoint, path: &Path) -> io::Result<()> {
     armed::check(point, path)
 }
 
 #[cfg(not(feature = "fault-injection"))]
 #[inline(always)]
+#[cfg_attr(loom, allow(dead_code))] // the loom build has no file system to fault
 pub(crate) fn check(_point: FaultPoint, _path: &Path) -> io::Result<()> {
     Ok(())
 }

@@ -60,8 +60,9 @@ pub use snapshotter::Snapshotter;
 #[cfg(not(loom))]
 pub use storage::{SnapshotMarker, Storage};
 
-/// The group-commit machinery, exposed for the loom models only.
-#[cfg(loom)]
+/// The group-commit machinery and the wait word, exposed for the loom models and the
+/// tests of the mapping only.
+#[doc(hidden)]
 pub mod model {
     pub use crate::commit::GroupCommit;
     pub use crate::sync::WaitWord;

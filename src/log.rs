@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::fs;
 use crate::mapping::{Cursor, ReserveError, RotationFailed, SegmentMap};
 use crate::options::{Options, SyncMode};
-use crate::preparer::{Current, Preparer, NEW_SEGMENT_ZERO_FILL_BYTES};
+use crate::preparer::{zero_fill_head_bytes, Current, Maker, Preparer};
 use crate::reader::{ReadBuffer, SegmentReader, Step, READ_CHUNK_BYTES};
 use crate::record::{self, RecordFlags, RecordKind, RECORD_HEADER_SIZE};
 use crate::recovery::{self, LogEnd, SegmentSource};
@@ -136,12 +136,7 @@ impl Log {
         let dir_lock = DirLock::acquire(&directory, true)?;
         remove_temporary_files(&directory)?;
         let mut files = open_segment_files(&directory, true)?;
-        // What a segment created here gets zero-filled of: all of it when nothing syncs
-        // (no zero-filler then), else what the preparer gives a new segment.
-        let zero_fill_new = |size_bytes: u64| match options.sync_mode {
-            SyncMode::None => size_bytes,
-            SyncMode::Msync | SyncMode::Fdatasync => NEW_SEGMENT_ZERO_FILL_BYTES.min(size_bytes),
-        };
+        let zero_fill_new = |size_bytes: u64| zero_fill_head_bytes(size_bytes, options.sync_mode == SyncMode::None, Maker::Open);
         let mut created = None;
         if files.is_empty() {
             let info = SegmentInfo {

@@ -3,7 +3,7 @@
 //! zero-fills the segment appends go to ahead of them.
 //!
 //! A new segment gets only a head zero-filled before it is handed over (1.5 times what
-//! the log used of the last segment sealed, see [`NEW_SEGMENT_ZERO_FILL_BYTES`]); the
+//! the log used of the last segment sealed, see [`zero_fill_head_bytes`]); the
 //! thread zero-fills the rest as the appends come within a quarter lead of what it was
 //! asked for (see `mapping.rs`, point 5), flushing at most 4 MiB at a time. A rotation
 //! of a full segment finds the whole of the next one zero-filled, as before; an
@@ -44,7 +44,33 @@ use crate::sync::WaitWord;
 /// the appends 2.6x; twice the last use, asking at half a lead, 1.24x; 1.5 times,
 /// asking at a quarter, 1.12x and 1.03x. The head is flushed in one piece, and the less
 /// of it there is, the shorter the appends syncing meanwhile wait behind it.
-pub(crate) const NEW_SEGMENT_ZERO_FILL_BYTES: u64 = 1 << 20;
+const NEW_SEGMENT_ZERO_FILL_BYTES: u64 = 1 << 20;
+/// Who makes a new segment, for [`zero_fill_head_bytes`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Maker {
+    /// Opening a log with no segment: appends wait for it.
+    Open,
+    /// The preparer, in the background; `last_used_bytes` is what the log used of the
+    /// last segment sealed, if any was.
+    Preparer { last_used_bytes: Option<u64> },
+}
+
+/// How much of a new segment of `size_bytes` is zero-filled before appends enter it (the
+/// zero-filler does the rest ahead of them). Without a zero-filler (`fault_in`, no-sync
+/// mode): all of it. Made by opening: [`NEW_SEGMENT_ZERO_FILL_BYTES`], so that opening
+/// stays quick. Made by the preparer: 1.5 times the last use, at least
+/// [`NEW_SEGMENT_ZERO_FILL_BYTES`], or all of it before any segment was sealed (nothing
+/// is waiting for it then).
+pub(crate) fn zero_fill_head_bytes(size_bytes: u64, fault_in: bool, maker: Maker) -> u64 {
+    let head_bytes = match maker {
+        _ if fault_in => size_bytes,
+        Maker::Open => NEW_SEGMENT_ZERO_FILL_BYTES,
+        Maker::Preparer { last_used_bytes: Some(used_bytes) } => (used_bytes.saturating_mul(3) / 2).max(NEW_SEGMENT_ZERO_FILL_BYTES),
+        Maker::Preparer { last_used_bytes: None } => size_bytes,
+    };
+    head_bytes.min(size_bytes)
+}
+
 /// How far ahead of the appends the zero-filled part of a segment is kept: as far as
 /// they have come in it, from 1 MiB up to two flush chunks (then the appends ask for
 /// more with 2 MiB still to go).
@@ -269,15 +295,12 @@ fn run(shared: &Shared, current: Current) {
             (state.ready.is_none() && state.failed.is_none()).then_some(state.next)
         };
         // Appends may be waiting for this, so it comes first.
-        if fill_next_chunk(shared, &mut filling) {
+        if serve_zero_fill(shared, &mut filling) {
             continue;
         }
         if let Some(info) = to_prepare {
-            let zero_fill_bytes = match last_used_bytes {
-                Some(used_bytes) if !shared.fault_in => (used_bytes.saturating_mul(3) / 2).max(NEW_SEGMENT_ZERO_FILL_BYTES),
-                _ => info.size_bytes,
-            };
-            handed_over = prepare_next(shared, info, zero_fill_bytes, &mut || while fill_next_chunk(shared, &mut filling) {});
+            let zero_fill_bytes = zero_fill_head_bytes(info.size_bytes, shared.fault_in, Maker::Preparer { last_used_bytes });
+            handed_over = prepare_next(shared, info, zero_fill_bytes, &mut || while serve_zero_fill(shared, &mut filling) {});
             continue;
         }
         {
@@ -290,7 +313,7 @@ fn run(shared: &Shared, current: Current) {
 
 /// Zero-fills the next chunk the appends asked for in `filling`; `true` if it did. A
 /// failure ends the filling: appends waiting for it are told through the map.
-fn fill_next_chunk(shared: &Shared, filling: &mut Option<Filling>) -> bool {
+fn serve_zero_fill(shared: &Shared, filling: &mut Option<Filling>) -> bool {
     let Some(current) = filling else { return false };
     match current.fill_next_chunk() {
         Ok(filled) => {

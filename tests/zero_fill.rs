@@ -18,19 +18,25 @@ fn zero_fills(directory: &Path) -> u64 {
     fault::calls(directory, FaultPoint::ZeroFill) / 2
 }
 
-/// Forgets the directory's counts at the end of a test, even a failed one.
-struct Watched<'a>(&'a Path);
+/// A temporary directory whose calls are counted, and forgotten at the end of the test,
+/// even a failed one.
+struct WatchedDirectory(tempfile::TempDir);
 
-impl<'a> Watched<'a> {
-    fn new(directory: &'a Path) -> Self {
-        fault::watch(directory);
-        Watched(directory)
+impl WatchedDirectory {
+    fn new() -> Self {
+        let directory = tempfile::tempdir().unwrap();
+        fault::watch(directory.path());
+        WatchedDirectory(directory)
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
     }
 }
 
-impl Drop for Watched<'_> {
+impl Drop for WatchedDirectory {
     fn drop(&mut self) {
-        fault::reset(self.0);
+        fault::reset(self.0.path());
     }
 }
 
@@ -42,9 +48,8 @@ impl Drop for Watched<'_> {
 fn appends_past_the_zero_filled_head_read_back_after_reopen() {
     const THREADS: usize = 4;
     const RECORDS_PER_THREAD: usize = 1500;
-    let directory = tempfile::tempdir().unwrap();
+    let directory = WatchedDirectory::new();
     let directory = directory.path();
-    let _watched = Watched::new(directory);
     let options = options(16 << 20, SyncMode::Msync);
     let log = Log::open(directory, options.clone()).unwrap();
     let fills_at_open = zero_fills(directory);
@@ -152,9 +157,8 @@ fn appends_after_opening_dirty_pages_not_large_folios() {
 fn frequent_cuts_zero_fill_about_what_the_log_uses() {
     const CUTS: u64 = 6;
     const WHOLE_SEGMENT_FILLS: u64 = 16;
-    let directory = tempfile::tempdir().unwrap();
+    let directory = WatchedDirectory::new();
     let directory = directory.path();
-    let _watched = Watched::new(directory);
     let log = Log::open(directory, options(64 << 20, SyncMode::Msync)).unwrap();
     let fills_at_open = zero_fills(directory);
     for _ in 0..CUTS {
@@ -178,9 +182,8 @@ fn frequent_cuts_zero_fill_about_what_the_log_uses() {
 /// it, up to that end, make the preparer write no zeros.
 #[test]
 fn after_waiting_for_preparation_appends_need_no_zero_filling() {
-    let directory = tempfile::tempdir().unwrap();
+    let directory = WatchedDirectory::new();
     let directory = directory.path();
-    let _watched = Watched::new(directory);
     let log = Log::open(directory, options(16 << 20, SyncMode::Msync)).unwrap();
     log.wait_for_preparation();
     let fills = zero_fills(directory);
