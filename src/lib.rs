@@ -16,6 +16,7 @@
 #![deny(unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+mod checksum;
 mod commit;
 #[cfg(not(loom))]
 mod committed_feed;

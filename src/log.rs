@@ -10,7 +10,7 @@ use crate::commit::GroupCommit;
 use crate::dir_lock::DirLock;
 use crate::error::{Error, Result};
 use crate::fs;
-use crate::mapping::{Cursor, ReserveError, RotationFailed, SegmentMap};
+use crate::mapping::{Claim, Cursor, ReserveError, RotationFailed, SegmentMap};
 use crate::options::{Options, SyncMode};
 use crate::preparer::{zero_fill_head_bytes, Current, Maker, Preparer};
 use crate::reader::{ReadBuffer, SegmentReader, Step, READ_CHUNK_BYTES};
@@ -298,9 +298,13 @@ impl Log {
         self.appender.as_ref().ok_or(Error::ReadOnly)
     }
 
-    /// Appends a data record (not yet durable: see [`Log::wait_durable`]).
+    /// Appends a data record (not yet durable: see [`Log::wait_durable`]). The payload
+    /// is checksummed as it is copied into the mapped segment, in one pass.
     pub fn append(&self, kind: RecordKind, payload: &[u8]) -> Result<Appended> {
-        self.append_with(kind, payload.len(), |bytes| bytes.copy_from_slice(payload)).map(|(appended, ())| appended)
+        let (claim, durable_hint) = self.reserve(kind, payload.len())?;
+        let position = claim.position();
+        let end = claim.publish_copy(kind, durable_hint, payload);
+        Ok(Appended { position: Position(position), end: Position(end) })
     }
 
     /// Appends a data record of `payload_bytes`, letting `encode` write the payload
@@ -308,12 +312,22 @@ impl Log {
     /// exactly `payload_bytes` of zeroed memory. If it panics, the room is published as
     /// a skip record and the log carries on. `encode` must not append to this log.
     pub fn append_with<R>(&self, kind: RecordKind, payload_bytes: usize, encode: impl FnOnce(&mut [u8]) -> R) -> Result<(Appended, R)> {
+        let (mut claim, durable_hint) = self.reserve(kind, payload_bytes)?;
+        let output = claim.fill(encode);
+        let position = claim.position();
+        let end = claim.publish(kind, durable_hint);
+        Ok((Appended { position: Position(position), end: Position(end) }, output))
+    }
+
+    /// Claims room for a data record of `payload_bytes`; returns the claim and the
+    /// durable hint its header is to carry (read before the claim: see `recovery.rs`).
+    fn reserve(&self, kind: RecordKind, payload_bytes: usize) -> Result<(Claim<'_>, u64)> {
         if !kind.is_data() {
             return Err(Error::invalid(format!("record kind {} is reserved for the log itself", kind.0)));
         }
         let appender = self.appender()?;
         let durable_hint = self.commit.durable_position();
-        let mut claim = appender.cursor.reserve(payload_bytes, durable_hint, &mut || self.next_segment()).map_err(|error| match error {
+        let claim = appender.cursor.reserve(payload_bytes, durable_hint, &mut || self.next_segment()).map_err(|error| match error {
             ReserveError::TooLarge { .. } => {
                 Error::RecordTooLarge { payload_bytes: payload_bytes as u64, limit_bytes: appender.cursor.max_payload_bytes() }
             }
@@ -322,10 +336,7 @@ impl Log {
         if self.options.sync_mode == SyncMode::None {
             claim.prefault_ahead(PREFAULT_WINDOW_BYTES);
         }
-        let output = claim.fill(encode);
-        let position = claim.position();
-        let end = claim.publish(kind, durable_hint);
-        Ok((Appended { position: Position(position), end: Position(end) }, output))
+        Ok((claim, durable_hint))
     }
 
     /// Appends a record and waits until it is durable.
@@ -469,7 +480,7 @@ impl Log {
         };
         let segment = self.segment_at(position.0).ok_or_else(|| Error::invalid(format!("no segment holds position {}", position.0)))?;
         let offset = position.0 - segment.info.base_position;
-        if position.0 >= readable_end || offset < SEGMENT_HEADER_SIZE || offset % record::RECORD_ALIGNMENT as u64 != 0 {
+        if position.0 >= readable_end || offset < SEGMENT_HEADER_SIZE || !offset.is_multiple_of(record::RECORD_ALIGNMENT as u64) {
             return Err(Error::invalid(format!("no record at position {}", position.0)));
         }
         let mut buffer = ReadBuffer::new(4096);

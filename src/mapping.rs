@@ -49,6 +49,12 @@
 //!    grows, so the ranges the filler writes and the ranges anything else touches never
 //!    meet.
 //!
+//! 6. **CPU features.** The checksum's SSE 4.2 functions (`checksum.rs`) are
+//!    `#[target_feature]` functions: running one on a CPU without the feature is
+//!    undefined. They are called only through the two shims at the end of this module,
+//!    and each shim's one caller (`checksum::append_short`, `checksum::copy_and_checksum`)
+//!    calls it only after `is_x86_feature_detected!("sse4.2")` said yes.
+//!
 //! Under `--cfg loom` the mapping is replaced by heap cells that loom can watch (an
 //! atomic per 8-byte publication word, an `UnsafeCell` per 8 bytes of data); every
 //! other line of this module is the same code.
@@ -59,6 +65,7 @@
 use std::io;
 use std::ptr::NonNull;
 
+use crate::checksum;
 use crate::record::{self, RecordFlags, RecordHeader, RecordKind, RECORD_ALIGNMENT, RECORD_HEADER_SIZE};
 use crate::sync::{self, Arc, AtomicBool, AtomicPtr, AtomicU64, Condvar, Mutex, Ordering, WaitWord};
 
@@ -213,7 +220,7 @@ impl SegmentMap {
         assert!(
             writable_offset >= published && writable_offset <= self.size_bytes && lead.min_bytes > 0 && lead.min_bytes <= lead.max_bytes
         );
-        assert!(writable_offset % RECORD_ALIGNMENT as u64 == 0);
+        assert!(writable_offset.is_multiple_of(RECORD_ALIGNMENT as u64));
         self.writable_offset = AtomicU64::new(writable_offset);
         self.zero_fill_wanted_offset = AtomicU64::new(writable_offset);
         self.zero_filler = Some(ZeroFiller { wake, lead });
@@ -431,8 +438,8 @@ fn check_geometry(size_bytes: u64, published_offset: u64) -> io::Result<()> {
     // A sealed segment is published to its very end; an open one has room for the seal.
     let room = published_offset == size_bytes || published_offset + RECORD_HEADER_SIZE as u64 <= size_bytes;
     let fits = size_bytes <= MAX_SEGMENT_SIZE_BYTES
-        && size_bytes % RECORD_ALIGNMENT as u64 == 0
-        && published_offset % RECORD_ALIGNMENT as u64 == 0
+        && size_bytes.is_multiple_of(RECORD_ALIGNMENT as u64)
+        && published_offset.is_multiple_of(RECORD_ALIGNMENT as u64)
         && room;
     if fits {
         Ok(())
@@ -519,7 +526,7 @@ impl Cursor {
     /// to from `data_start_offset`.
     pub fn new(first: Arc<SegmentMap>, append_offset: u64, data_start_offset: u64) -> Self {
         let size_bytes = first.size_bytes;
-        assert!(append_offset <= size_bytes - RECORD_HEADER_SIZE as u64 && append_offset % RECORD_ALIGNMENT as u64 == 0);
+        assert!(append_offset <= size_bytes - RECORD_HEADER_SIZE as u64 && append_offset.is_multiple_of(RECORD_ALIGNMENT as u64));
         assert_eq!(first.published_offset(), append_offset, "the frontier of the first segment starts where appends start");
         let ring = std::array::from_fn(|_| AtomicPtr::new(std::ptr::null_mut()));
         ring[0].store(Arc::as_ptr(&first).cast_mut(), Ordering::Release);
@@ -784,22 +791,61 @@ impl Claim<'_> {
 
     /// Checksums the payload, writes the header and publishes the record with a
     /// release store of its publication word. Returns the position past the record.
-    pub fn publish(mut self, kind: RecordKind, durable_hint: u64) -> u64 {
+    pub fn publish(self, kind: RecordKind, durable_hint: u64) -> u64 {
+        let header = self.header(kind, durable_hint);
+        let crc =
+            self.segment().memory.with_exclusive(self.payload_offset(), self.payload_bytes, |payload| record::record_crc(&header, payload));
+        self.publish_header(header, crc)
+    }
+
+    /// Copies `payload` (exactly the claimed length) in while checksumming it, in one
+    /// pass, then publishes as [`Claim::publish`] does.
+    pub fn publish_copy(self, kind: RecordKind, durable_hint: u64, payload: &[u8]) -> u64 {
+        assert_eq!(payload.len(), self.payload_bytes, "the payload fills the claim");
+        let header = self.header(kind, durable_hint);
+        let header_crc = record::header_crc(&header, checksum::append_short);
+        // The claim owns these bytes alone (point 1).
+        let crc = self.segment().memory.with_exclusive(self.payload_offset(), self.payload_bytes, |destination| {
+            checksum::copy_and_checksum(header_crc, destination, payload)
+        });
+        self.publish_header(header, crc)
+    }
+
+    fn header(&self, kind: RecordKind, durable_hint: u64) -> RecordHeader {
         assert!(kind.is_data(), "claims carry data records");
         let position = self.position();
-        let end_position = self.end_position();
-        let segment = self.segment();
         let length_bytes = u32::try_from(self.payload_bytes).expect("payload fits in a segment");
-        let mut header =
-            RecordHeader::new(kind, RecordFlags::empty(), length_bytes, segment.generation, position, durable_hint.min(position));
-        let start = (self.offset + RECORD_HEADER_SIZE as u64) as usize;
-        let crc = segment.memory.with_exclusive(start, self.payload_bytes, |payload| record::record_crc(&header, payload));
+        RecordHeader::new(kind, RecordFlags::empty(), length_bytes, self.segment().generation, position, durable_hint.min(position))
+    }
+
+    fn payload_offset(&self) -> usize {
+        (self.offset + RECORD_HEADER_SIZE as u64) as usize
+    }
+
+    fn publish_header(mut self, mut header: RecordHeader, crc: u32) -> u64 {
+        let end_position = self.end_position();
         header.crc = crc.into();
-        segment.publish_header(self.offset, &header);
+        self.segment().publish_header(self.offset, &header);
         // No access to the segment after the release store: it may be reclaimed.
         self.published = true;
         end_position
     }
+}
+
+/// [`checksum::append_short_with_sse42`], for its caller, which checked the CPU.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn append_short_sse42(crc: u32, bytes: &[u8]) -> u32 {
+    debug_assert!(std::arch::is_x86_feature_detected!("sse4.2"));
+    // SAFETY: point 6: the caller checked that the CPU has SSE 4.2.
+    unsafe { checksum::append_short_with_sse42(crc, bytes) }
+}
+
+/// [`checksum::copy_and_checksum_with_sse42`], for its caller, which checked the CPU.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn copy_and_checksum_sse42(crc: u32, destination: &mut [u8], source: &[u8]) -> u32 {
+    debug_assert!(std::arch::is_x86_feature_detected!("sse4.2"));
+    // SAFETY: point 6: the caller checked that the CPU has SSE 4.2.
+    unsafe { checksum::copy_and_checksum_with_sse42(crc, destination, source) }
 }
 
 impl Drop for Claim<'_> {
@@ -828,7 +874,7 @@ impl Memory {
     }
 
     fn word(&self, offset: usize) -> &AtomicU64 {
-        assert!(offset % RECORD_ALIGNMENT == 0 && offset + 8 <= self.raw.len());
+        assert!(offset.is_multiple_of(RECORD_ALIGNMENT) && offset + 8 <= self.raw.len());
         // SAFETY: the pointer is inside the mapping (asserted), 8-aligned (the mapping is
         // page-aligned and so is the offset), valid for as long as `self` (the mapping is
         // unmapped on drop only), and every concurrent access to a publication word is

@@ -41,7 +41,7 @@ const _: () = assert!(MIN_SEGMENT_SIZE_BYTES >= SEGMENT_HEADER_SIZE + 2 * RECORD
 impl Options {
     pub(crate) fn validate(&self) -> Result<()> {
         let size = self.segment_size_bytes;
-        if !(MIN_SEGMENT_SIZE_BYTES..=MAX_SEGMENT_SIZE_BYTES).contains(&size) || size % 4096 != 0 {
+        if !(MIN_SEGMENT_SIZE_BYTES..=MAX_SEGMENT_SIZE_BYTES).contains(&size) || !size.is_multiple_of(4096) {
             return Err(Error::invalid(format!(
                 "segment_size_bytes {size} must be a multiple of 4096 between {MIN_SEGMENT_SIZE_BYTES} and {MAX_SEGMENT_SIZE_BYTES}"
             )));

@@ -35,7 +35,7 @@ pub const RECORD_HEADER_SIZE: usize = 32;
 /// Records start on multiples of this.
 pub const RECORD_ALIGNMENT: usize = 8;
 
-const _: () = assert!(RECORD_HEADER_SIZE % RECORD_ALIGNMENT == 0);
+const _: () = assert!(RECORD_HEADER_SIZE.is_multiple_of(RECORD_ALIGNMENT));
 const _: () = assert!(std::mem::size_of::<RecordHeader>() == RECORD_HEADER_SIZE);
 
 /// The fixed little-endian header of every record.
@@ -90,10 +90,14 @@ pub const fn data_span_bytes(payload_bytes: u64) -> u64 {
 
 /// What the checksum of a record covers: everything but the crc field itself.
 pub fn record_crc(header: &RecordHeader, payload: &[u8]) -> u32 {
+    crc32c::crc32c_append(header_crc(header, crc32c::crc32c_append), payload)
+}
+
+/// The checksum of the header's part of a record, through `append` (a CRC-32C
+/// continued over some bytes): the payload's bytes continue it.
+pub fn header_crc(header: &RecordHeader, append: impl Fn(u32, &[u8]) -> u32) -> u32 {
     let bytes = header.as_bytes();
-    let crc = crc32c::crc32c(&bytes[0..8]);
-    let crc = crc32c::crc32c_append(crc, &bytes[12..RECORD_HEADER_SIZE]);
-    crc32c::crc32c_append(crc, payload)
+    append(append(0, &bytes[0..8]), &bytes[12..RECORD_HEADER_SIZE])
 }
 
 impl RecordHeader {
@@ -312,7 +316,7 @@ pub fn marker_header(
     durable_hint: u64,
 ) -> RecordHeader {
     debug_assert!(kind == RecordKind::PADDING || kind == RecordKind::SKIP);
-    debug_assert!(span_bytes >= RECORD_HEADER_SIZE as u64 && span_bytes % RECORD_ALIGNMENT as u64 == 0);
+    debug_assert!(span_bytes >= RECORD_HEADER_SIZE as u64 && span_bytes.is_multiple_of(RECORD_ALIGNMENT as u64));
     let length_bytes = u32::try_from(span_bytes).expect("a span fits in a segment, whose size fits in u32");
     let mut header = RecordHeader::new(kind, flags, length_bytes, generation, position, durable_hint);
     header.seal_crc(&[]);

@@ -30,7 +30,7 @@ pub(crate) const TEMPORARY_SUFFIX: &str = ".tmp";
 pub(crate) const ZERO_FILL_FLUSH_BYTES: u64 = 4 << 20;
 
 const _: () = assert!(std::mem::size_of::<SegmentHeader>() == SEGMENT_HEADER_SIZE as usize);
-const _: () = assert!(SEGMENT_HEADER_SIZE % crate::record::RECORD_ALIGNMENT as u64 == 0);
+const _: () = assert!(SEGMENT_HEADER_SIZE.is_multiple_of(crate::record::RECORD_ALIGNMENT as u64));
 
 /// The on-disk header at offset 0 of every segment.
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
@@ -113,7 +113,7 @@ impl SegmentInfo {
             generation: header.generation.get(),
         };
         let smallest = SEGMENT_HEADER_SIZE + 2 * crate::record::RECORD_HEADER_SIZE as u64;
-        if info.size_bytes < smallest || info.size_bytes > crate::mapping::MAX_SEGMENT_SIZE_BYTES || info.size_bytes % 8 != 0 {
+        if info.size_bytes < smallest || info.size_bytes > crate::mapping::MAX_SEGMENT_SIZE_BYTES || !info.size_bytes.is_multiple_of(8) {
             return Err(format!("segment size {} out of range", info.size_bytes));
         }
         if info.base_position.checked_add(info.size_bytes).is_none() {

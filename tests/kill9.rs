@@ -77,7 +77,7 @@ fn iterations() -> usize {
 
 fn log_options(run: u32) -> Options {
     // Both sync modes, alternately: they differ in what a sync covers.
-    let sync_mode = if run % 2 == 0 { SyncMode::Msync } else { SyncMode::Fdatasync };
+    let sync_mode = if run.is_multiple_of(2) { SyncMode::Msync } else { SyncMode::Fdatasync };
     Options { segment_size_bytes: SEGMENT_SIZE_BYTES, sync_mode }
 }
 
