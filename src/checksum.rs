@@ -72,103 +72,82 @@ fn shift(table: &ShiftTable, register: u64) -> u64 {
     u64::from(entry(0) ^ entry(1) ^ entry(2) ^ entry(3))
 }
 
+/// The CRC-32C of `bytes` continued from `crc`, as `crc32c::crc32c_append(crc, bytes)`
+/// computes it.
+pub(crate) fn append(crc: u32, bytes: &[u8]) -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("sse4.2") {
+        return crate::mapping::checksum_sse42(crc, bytes, None);
+    }
+    crc32c::crc32c_append(crc, bytes)
+}
+
 /// Copies `source` into `destination` (of the same length) and returns the CRC-32C of
-/// `source` continued from `crc`, as `crc32c::crc32c_append(crc, source)` would.
-pub(crate) fn copy_and_checksum(crc: u32, destination: &mut [u8], source: &[u8]) -> u32 {
+/// `source` continued from `crc`, as [`append`] would.
+pub(crate) fn copy_and_append(crc: u32, destination: &mut [u8], source: &[u8]) -> u32 {
     assert_eq!(destination.len(), source.len());
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("sse4.2") {
-        return crate::mapping::copy_and_checksum_sse42(crc, destination, source);
+        return crate::mapping::checksum_sse42(crc, source, Some(destination));
     }
     destination.copy_from_slice(source);
     crc32c::crc32c_append(crc, source)
 }
 
-/// The CRC-32C of `bytes` continued from `crc`, as `crc32c::crc32c_append` computes
-/// it, for a few bytes (a record header's): no dispatch on the length first.
-pub(crate) fn append_short(crc: u32, bytes: &[u8]) -> u32 {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("sse4.2") {
-        return crate::mapping::append_short_sse42(crc, bytes);
-    }
-    crc32c::crc32c_append(crc, bytes)
-}
-
-/// [`append_short`] on a CPU with SSE 4.2 (the caller checked).
+/// [`append`], and with a `destination` (of the source's length) [`copy_and_append`],
+/// on a CPU with SSE 4.2 (the caller checked). Each block is copied once checksummed,
+/// while it is still in the cache, and its stores drain while the next block is
+/// checksummed.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "sse4.2")]
-pub(crate) fn append_short_with_sse42(crc: u32, bytes: &[u8]) -> u32 {
+pub(crate) fn append_with_sse42(crc: u32, mut source: &[u8], mut destination: Option<&mut [u8]>) -> u32 {
     use std::arch::x86_64::{_mm_crc32_u64, _mm_crc32_u8};
     let mut register = u64::from(!crc);
-    let (words, tail) = bytes.as_chunks::<8>();
-    for word in words {
-        register = _mm_crc32_u64(register, u64::from_le_bytes(*word));
-    }
-    for byte in tail {
-        register = u64::from(_mm_crc32_u8(register as u32, *byte));
-    }
-    !(register as u32)
-}
-
-/// [`copy_and_checksum`] on a CPU with SSE 4.2 (the caller checked).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "sse4.2")]
-pub(crate) fn copy_and_checksum_with_sse42(crc: u32, mut destination: &mut [u8], mut source: &[u8]) -> u32 {
-    use std::arch::x86_64::{_mm_crc32_u64, _mm_crc32_u8};
-    let mut register = u64::from(!crc);
+    let copied = |block: &[u8], destination: &mut Option<&mut [u8]>| {
+        if let Some(whole) = destination.take() {
+            let (block_destination, rest) = whole.split_at_mut(block.len());
+            block_destination.copy_from_slice(block);
+            *destination = Some(rest);
+        }
+    };
     macro_rules! blocks {
         ($table:expr, $stream_bytes:expr) => {
             while source.len() >= 3 * $stream_bytes {
                 let (block, rest) = source.split_at(3 * $stream_bytes);
-                let (block_destination, rest_destination) = std::mem::take(&mut destination).split_at_mut(3 * $stream_bytes);
-                let block: &[[[u8; 8]; $stream_bytes / 8]; 3] =
+                let streams: &[[[u8; 8]; $stream_bytes / 8]; 3] =
                     block.as_chunks::<8>().0.as_chunks::<{ $stream_bytes / 8 }>().0.try_into().expect("three streams");
-                let block_destination: &mut [[[u8; 8]; $stream_bytes / 8]; 3] =
-                    block_destination.as_chunks_mut::<8>().0.as_chunks_mut::<{ $stream_bytes / 8 }>().0.try_into().expect("three streams");
-                register = three_streams($table, register, block, block_destination);
-                (source, destination) = (rest, rest_destination);
+                register = three_streams($table, register, streams);
+                copied(block, &mut destination);
+                source = rest;
             }
         };
     }
     blocks!(&SHIFT, STREAM_BYTES);
     blocks!(&SHORT_SHIFT, SHORT_STREAM_BYTES);
     let (words, tail) = source.as_chunks::<8>();
-    let (word_destinations, tail_destination) = destination.as_chunks_mut::<8>();
-    for (word, word_destination) in words.iter().zip(word_destinations) {
+    for word in words {
         register = _mm_crc32_u64(register, u64::from_le_bytes(*word));
-        *word_destination = *word;
     }
-    for (byte, byte_destination) in tail.iter().zip(tail_destination) {
+    for byte in tail {
         register = u64::from(_mm_crc32_u8(register as u32, *byte));
-        *byte_destination = *byte;
     }
+    copied(source, &mut destination);
     !(register as u32)
 }
 
 /// One block: three `crc32` chains over its thirds, interleaved (each instruction
-/// waits three cycles for its own chain's last), copying as they load.
+/// waits three cycles for its own chain's last), then combined.
 #[cfg(target_arch = "x86_64")]
 #[inline]
 #[target_feature(enable = "sse4.2")]
-fn three_streams<const WORDS: usize>(
-    table: &ShiftTable,
-    register: u64,
-    source: &[[[u8; 8]; WORDS]; 3],
-    destination: &mut [[[u8; 8]; WORDS]; 3],
-) -> u64 {
+fn three_streams<const WORDS: usize>(table: &ShiftTable, register: u64, streams: &[[[u8; 8]; WORDS]; 3]) -> u64 {
     use std::arch::x86_64::_mm_crc32_u64;
-    let [first, second, third] = source;
-    let [first_destination, second_destination, third_destination] = destination;
+    let [first, second, third] = streams;
     let (mut register_first, mut register_second, mut register_third) = (register, 0u64, 0u64);
     for index in 0..WORDS {
-        // One load per word feeds both its checksum and its store.
-        let (a, b, c) = (u64::from_le_bytes(first[index]), u64::from_le_bytes(second[index]), u64::from_le_bytes(third[index]));
-        register_first = _mm_crc32_u64(register_first, a);
-        register_second = _mm_crc32_u64(register_second, b);
-        register_third = _mm_crc32_u64(register_third, c);
-        first_destination[index] = a.to_le_bytes();
-        second_destination[index] = b.to_le_bytes();
-        third_destination[index] = c.to_le_bytes();
+        register_first = _mm_crc32_u64(register_first, u64::from_le_bytes(first[index]));
+        register_second = _mm_crc32_u64(register_second, u64::from_le_bytes(second[index]));
+        register_third = _mm_crc32_u64(register_third, u64::from_le_bytes(third[index]));
     }
     let register = shift(table, register_first) ^ register_second;
     shift(table, register) ^ register_third
@@ -183,14 +162,15 @@ mod tests {
     }
 
     #[test]
-    fn copies_and_checksums_as_crc32c_does_at_every_length_and_offset() {
+    fn checksums_and_copies_as_crc32c_does_at_every_length_and_offset() {
         let source = pattern(5000);
         for length in (0..=1100).chain([2303, 2304, 2305, 3071, 3072, 3073, 4095, 4096, 4097, 4999]) {
             for start in [0, 1, 3, 8] {
                 let source = &source[start..start + length.min(5000 - start)];
                 let mut destination = vec![0u8; source.len()];
-                let crc = copy_and_checksum(0x1234_5678, &mut destination, source);
-                assert_eq!(crc, crc32c::crc32c_append(0x1234_5678, source), "length {} from {start}", source.len());
+                let expected = crc32c::crc32c_append(0x1234_5678, source);
+                assert_eq!(append(0x1234_5678, source), expected, "length {} from {start}", source.len());
+                assert_eq!(copy_and_append(0x1234_5678, &mut destination, source), expected, "length {} from {start}", source.len());
                 assert_eq!(destination, source, "length {} from {start}", source.len());
             }
         }

@@ -40,6 +40,8 @@ mod options;
 #[cfg(not(loom))]
 mod preparer;
 #[cfg(not(loom))]
+mod read_ahead;
+#[cfg(not(loom))]
 pub mod reader;
 #[cfg(not(loom))]
 pub mod recovery;

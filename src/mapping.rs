@@ -49,11 +49,11 @@
 //!    grows, so the ranges the filler writes and the ranges anything else touches never
 //!    meet.
 //!
-//! 6. **CPU features.** The checksum's SSE 4.2 functions (`checksum.rs`) are
-//!    `#[target_feature]` functions: running one on a CPU without the feature is
-//!    undefined. They are called only through the two shims at the end of this module,
-//!    and each shim's one caller (`checksum::append_short`, `checksum::copy_and_checksum`)
-//!    calls it only after `is_x86_feature_detected!("sse4.2")` said yes.
+//! 6. **CPU features.** The checksum's SSE 4.2 function (`checksum.rs`) is a
+//!    `#[target_feature]` function: running it on a CPU without the feature is
+//!    undefined. It is called only through the shim at the end of this module, whose
+//!    two callers (`checksum::append`, `checksum::copy_and_append`) call it only after
+//!    `is_x86_feature_detected!("sse4.2")` said yes.
 //!
 //! Under `--cfg loom` the mapping is replaced by heap cells that loom can watch (an
 //! atomic per 8-byte publication word, an `UnsafeCell` per 8 bytes of data); every
@@ -803,10 +803,10 @@ impl Claim<'_> {
     pub fn publish_copy(self, kind: RecordKind, durable_hint: u64, payload: &[u8]) -> u64 {
         assert_eq!(payload.len(), self.payload_bytes, "the payload fills the claim");
         let header = self.header(kind, durable_hint);
-        let header_crc = record::header_crc(&header, checksum::append_short);
+        let header_crc = record::header_crc(&header);
         // The claim owns these bytes alone (point 1).
         let crc = self.segment().memory.with_exclusive(self.payload_offset(), self.payload_bytes, |destination| {
-            checksum::copy_and_checksum(header_crc, destination, payload)
+            checksum::copy_and_append(header_crc, destination, payload)
         });
         self.publish_header(header, crc)
     }
@@ -832,20 +832,12 @@ impl Claim<'_> {
     }
 }
 
-/// [`checksum::append_short_with_sse42`], for its caller, which checked the CPU.
+/// [`checksum::append_with_sse42`], for its callers, which checked the CPU.
 #[cfg(target_arch = "x86_64")]
-pub(crate) fn append_short_sse42(crc: u32, bytes: &[u8]) -> u32 {
+pub(crate) fn checksum_sse42(crc: u32, source: &[u8], destination: Option<&mut [u8]>) -> u32 {
     debug_assert!(std::arch::is_x86_feature_detected!("sse4.2"));
-    // SAFETY: point 6: the caller checked that the CPU has SSE 4.2.
-    unsafe { checksum::append_short_with_sse42(crc, bytes) }
-}
-
-/// [`checksum::copy_and_checksum_with_sse42`], for its caller, which checked the CPU.
-#[cfg(target_arch = "x86_64")]
-pub(crate) fn copy_and_checksum_sse42(crc: u32, destination: &mut [u8], source: &[u8]) -> u32 {
-    debug_assert!(std::arch::is_x86_feature_detected!("sse4.2"));
-    // SAFETY: point 6: the caller checked that the CPU has SSE 4.2.
-    unsafe { checksum::copy_and_checksum_with_sse42(crc, destination, source) }
+    // SAFETY: point 6: the callers checked that the CPU has SSE 4.2.
+    unsafe { checksum::append_with_sse42(crc, source, destination) }
 }
 
 impl Drop for Claim<'_> {

@@ -4,12 +4,14 @@
 
 use std::fs::File;
 use std::io;
+use std::num::NonZeroU64;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use crate::error::{Error, Result};
 use zerocopy::FromBytes;
 
+use crate::read_ahead::PREFETCH_PIECE_BYTES;
 use crate::record::{self, Decoded, DecodedRecord, Expected, Invalid, RecordHeader, RecordKind, RECORD_HEADER_SIZE};
 use crate::segment::{SegmentInfo, SEGMENT_HEADER_SIZE};
 
@@ -23,6 +25,11 @@ pub trait ReadAt {
 
     /// A hint that all of it will be read soon, so the reading can start now.
     fn prefetch(&self) {}
+
+    /// Whether [`ReadAt::prefetch`] does anything.
+    fn can_prefetch(&self) -> bool {
+        false
+    }
 }
 
 impl ReadAt for File {
@@ -31,9 +38,16 @@ impl ReadAt for File {
     }
 
     fn prefetch(&self) {
-        // Only a hint: the kernel reads the file ahead while the segment before it is
-        // being checked, overlapping the disk with the CPU. Failure changes nothing.
-        let _ = rustix::fs::fadvise(self, 0, None, rustix::fs::Advice::WillNeed);
+        // Only a hint, in pieces (see `read_ahead.rs`): the kernel reads the file while
+        // the segment before it is being checked. Failure changes nothing.
+        let size_bytes = self.metadata().map_or(0, |metadata| metadata.len());
+        for offset in (0..size_bytes).step_by(PREFETCH_PIECE_BYTES as usize) {
+            let _ = rustix::fs::fadvise(self, offset, NonZeroU64::new(PREFETCH_PIECE_BYTES), rustix::fs::Advice::WillNeed);
+        }
+    }
+
+    fn can_prefetch(&self) -> bool {
+        true
     }
 }
 

@@ -26,6 +26,7 @@
 //! beyond a damaged record proves the damaged bytes had been made durable, so the
 //! damage is corruption, not a torn tail (see `recovery.rs`).
 
+use crate::checksum;
 use bitflags::bitflags;
 use zerocopy::byteorder::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
@@ -90,14 +91,13 @@ pub const fn data_span_bytes(payload_bytes: u64) -> u64 {
 
 /// What the checksum of a record covers: everything but the crc field itself.
 pub fn record_crc(header: &RecordHeader, payload: &[u8]) -> u32 {
-    crc32c::crc32c_append(header_crc(header, crc32c::crc32c_append), payload)
+    checksum::append(header_crc(header), payload)
 }
 
-/// The checksum of the header's part of a record, through `append` (a CRC-32C
-/// continued over some bytes): the payload's bytes continue it.
-pub fn header_crc(header: &RecordHeader, append: impl Fn(u32, &[u8]) -> u32) -> u32 {
+/// The checksum of the header's part of a record: the payload's bytes continue it.
+pub(crate) fn header_crc(header: &RecordHeader) -> u32 {
     let bytes = header.as_bytes();
-    append(append(0, &bytes[0..8]), &bytes[12..RECORD_HEADER_SIZE])
+    checksum::append(checksum::append(0, &bytes[0..8]), &bytes[12..RECORD_HEADER_SIZE])
 }
 
 impl RecordHeader {

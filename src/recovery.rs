@@ -21,6 +21,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::read_ahead::{self, ScanProgress};
 use crate::reader::{first_record_offset, ReadAt, ReadBuffer, SegmentReader, Step, READ_CHUNK_BYTES};
 use crate::record::{DecodedRecord, Invalid, RecordKind};
 use crate::segment::SegmentInfo;
@@ -50,19 +51,23 @@ pub struct SegmentSource<'a, S: ReadAt + ?Sized> {
 
 /// Finds the end of the valid log over `segments` (consecutive, in order), calling
 /// `visit` with every data record of the valid log, in order.
-pub fn find_log_end<S: ReadAt + ?Sized>(
+pub fn find_log_end<S: ReadAt + Sync + ?Sized>(
     segments: &[SegmentSource<'_, S>],
     visit: &mut dyn FnMut(&SegmentInfo, &DecodedRecord<'_>),
 ) -> Result<LogEnd> {
     assert!(!segments.is_empty(), "a log has at least one segment");
+    let sources: Vec<&S> = segments.iter().map(|segment| segment.source).collect();
+    read_ahead::with_read_ahead(&sources, |progress| scan_segments(segments, progress, visit))
+}
+
+fn scan_segments<S: ReadAt + ?Sized>(
+    segments: &[SegmentSource<'_, S>],
+    progress: &ScanProgress,
+    visit: &mut dyn FnMut(&SegmentInfo, &DecodedRecord<'_>),
+) -> Result<LogEnd> {
     let mut data_records = 0;
-    if let Some(first) = segments.first() {
-        first.source.prefetch();
-    }
     for (segment_index, segment) in segments.iter().enumerate() {
-        if let Some(next) = segments.get(segment_index + 1) {
-            next.source.prefetch();
-        }
+        progress.entered(segment_index);
         let mut buffer = ReadBuffer::new(READ_CHUNK_BYTES);
         let mut reader = SegmentReader::new(segment.source, segment.path, segment.info, &mut buffer);
         let mut offset = first_record_offset();
