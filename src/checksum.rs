@@ -181,6 +181,28 @@ mod tests {
     }
 
     #[test]
+    fn checksums_random_bytes_of_random_lengths_as_crc32c_does() {
+        // xorshift64: reproducible bytes without a dependency.
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..2000 {
+            let length = (next() % 20_000) as usize;
+            let source: Vec<u8> = (0..length).map(|_| next() as u8).collect();
+            let crc = next() as u32;
+            let expected = crc32c::crc32c_append(crc, &source);
+            assert_eq!(append(crc, &source), expected, "length {length}");
+            let mut destination = vec![0u8; length];
+            assert_eq!(copy_and_append(crc, &mut destination, &source), expected, "length {length}");
+            assert_eq!(destination, source);
+        }
+    }
+
+    #[test]
     fn the_shift_tables_move_a_register_over_zeros() {
         // Appending n zeros to a checksum is what the shift does to the raw register.
         for register in [1u32, 0x8000_0000, 0xdead_beef] {
