@@ -49,11 +49,11 @@
 //!    grows, so the ranges the filler writes and the ranges anything else touches never
 //!    meet.
 //!
-//! 6. **CPU features.** The checksum's SSE 4.2 function (`checksum.rs`) is a
-//!    `#[target_feature]` function: running it on a CPU without the feature is
-//!    undefined. It is called only through the shim at the end of this module, whose
-//!    two callers (`checksum::append`, `checksum::copy_and_append`) call it only after
-//!    `is_x86_feature_detected!("sse4.2")` said yes.
+//! 6. **CPU features.** The checksum's kernels (`checksum.rs`) are `#[target_feature]`
+//!    functions: running one on a CPU without its features is undefined. They are
+//!    called only through the two shims at the end of this module, whose one caller
+//!    (`checksum::dispatch`) calls each only after `is_x86_feature_detected!` said the
+//!    CPU has every feature that kernel enables.
 //!
 //! Under `--cfg loom` the mapping is replaced by heap cells that loom can watch (an
 //! atomic per 8-byte publication word, an `UnsafeCell` per 8 bytes of data); every
@@ -832,11 +832,19 @@ impl Claim<'_> {
     }
 }
 
-/// [`checksum::append_with_sse42`], for its callers, which checked the CPU.
+/// [`checksum::append_with_avx512`], for its caller, which checked the CPU.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn checksum_avx512(crc: u32, source: &[u8], destination: Option<&mut [u8]>) -> u32 {
+    debug_assert!(checksum::has_wide_kernel());
+    // SAFETY: point 6: the caller checked that the CPU has the function's features.
+    unsafe { checksum::append_with_avx512(crc, source, destination) }
+}
+
+/// [`checksum::append_with_sse42`], for its caller, which checked the CPU.
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn checksum_sse42(crc: u32, source: &[u8], destination: Option<&mut [u8]>) -> u32 {
     debug_assert!(std::arch::is_x86_feature_detected!("sse4.2"));
-    // SAFETY: point 6: the callers checked that the CPU has SSE 4.2.
+    // SAFETY: point 6: the caller checked that the CPU has SSE 4.2.
     unsafe { checksum::append_with_sse42(crc, source, destination) }
 }
 
