@@ -32,9 +32,15 @@ const STREAM_BYTES: usize = 256;
 const SHORT_STREAM_BYTES: usize = 64;
 
 /// Moves a CRC register over `bytes` zero bytes, a bit at a time (compile time only).
-const fn shift_slowly(mut register: u32, bytes: usize) -> u32 {
+const fn shift_slowly(register: u32, bytes: usize) -> u32 {
+    shift_bits(register, bytes * 8)
+}
+
+/// Moves a CRC register over `bits` zero bits: multiplies it by `x^bits` modulo the
+/// polynomial, in the reflected order.
+const fn shift_bits(mut register: u32, bits: usize) -> u32 {
     let mut bit = 0;
-    while bit < bytes * 8 {
+    while bit < bits {
         register = (register >> 1) ^ (POLYNOMIAL & 0u32.wrapping_sub(register & 1));
         bit += 1;
     }
@@ -185,14 +191,9 @@ const WIDE_MIN_BYTES: usize = 512;
 
 /// The folding constant for moving 64 bits over `n` bits: `x^n mod P`, reflected and
 /// shifted left once (a carry-less product of reflected operands comes out one bit low).
-const fn fold_constant(n: u32) -> u64 {
-    let mut register: u32 = 1 << 31;
-    let mut bit = 0;
-    while bit < n {
-        register = (register >> 1) ^ (POLYNOMIAL & 0u32.wrapping_sub(register & 1));
-        bit += 1;
-    }
-    (register as u64) << 1
+const fn fold_constant(n: usize) -> u64 {
+    // `1 << 31` is the reflected `x^0`.
+    (shift_bits(1 << 31, n) as u64) << 1
 }
 
 /// Moving a 128-bit lane 16 bytes on: its low half over 128 + 32 bits, its high half

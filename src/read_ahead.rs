@@ -16,9 +16,8 @@
 //! The thread stays one segment ahead of the scan: at most two segments are read ahead
 //! of what the scan has consumed, whatever the log's size.
 
-use std::sync::{Condvar, Mutex};
-
 use crate::reader::ReadAt;
+use crate::sync::{self, Condvar, Mutex};
 
 /// Bytes asked for per `POSIX_FADV_WILLNEED` (a call reads at most the readahead size).
 pub(crate) const PREFETCH_PIECE_BYTES: u64 = 1 << 20;
@@ -26,29 +25,35 @@ pub(crate) const PREFETCH_PIECE_BYTES: u64 = 1 << 20;
 /// What the scan tells the helper: which segment it is in, and whether it is done.
 #[derive(Default)]
 pub(crate) struct ScanProgress {
-    state: Mutex<(usize, bool)>,
+    state: Mutex<Progress>,
     changed: Condvar,
+}
+
+#[derive(Default)]
+struct Progress {
+    segment_index: usize,
+    done: bool,
 }
 
 impl ScanProgress {
     /// The scan has started on segment `index`.
     pub(crate) fn entered(&self, index: usize) {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).0 = index;
+        sync::lock(&self.state).segment_index = index;
         self.changed.notify_all();
     }
 
     fn finish(&self) {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).1 = true;
+        sync::lock(&self.state).done = true;
         self.changed.notify_all();
     }
 
     /// Waits until the scan is in segment `index` or later; `false` once it is done.
     fn wait_for(&self, index: usize) -> bool {
-        let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        while state.0 < index && !state.1 {
-            state = self.changed.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut state = sync::lock(&self.state);
+        while state.segment_index < index && !state.done {
+            state = sync::wait(&self.changed, state);
         }
-        !state.1
+        !state.done
     }
 }
 
