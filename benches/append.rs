@@ -270,6 +270,16 @@ fn codec(c: &mut Criterion) {
         })
     });
     group.finish();
+    // The record checksum of a 4 KiB payload (the kernels of `checksum.rs`) against the
+    // `crc32c` crate on the same bytes.
+    let payload = support::payload(4096);
+    let header = RecordHeader::new(KIND, RecordFlags::empty(), 4096, expected.generation, expected.position, 0);
+    let mut group = c.benchmark_group("codec_4KiB");
+    group.sample_size(20).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    group.throughput(Throughput::Bytes(4096));
+    group.bench_function("crc32c_payload", |bencher| bencher.iter(|| crc32c::crc32c(black_box(&payload))));
+    group.bench_function("record_crc", |bencher| bencher.iter(|| record::record_crc(black_box(&header), black_box(&payload))));
+    group.finish();
 }
 
 /// Recovery's scan of one sealed-at-close 4 MiB segment full of 256 B records: the
