@@ -75,14 +75,28 @@ pub(crate) fn with_read_ahead<S: ReadAt + Sync + ?Sized, R>(sources: &[&S], scan
                 source.prefetch();
             }
         });
-        let result = scan(&progress);
-        progress.finish();
-        // A helper that could not be started only means no reading ahead.
-        if let Ok(helper) = helper {
-            let _ = helper.join();
+        let result = {
+            // Finished even when the scan panics: the scope joins the helper before the
+            // panic goes on, and a helper still waiting for progress would never return.
+            let _finish = FinishOnDrop(&progress);
+            scan(&progress)
+        };
+        // A helper that could not be started only means no reading ahead; one that
+        // panicked is a bug, reported with its own message rather than hidden.
+        if let Some(Err(panic)) = helper.ok().map(|helper| helper.join()) {
+            std::panic::resume_unwind(panic);
         }
         result
     })
+}
+
+/// Marks the scan done when dropped, unwinding included.
+struct FinishOnDrop<'a>(&'a ScanProgress);
+
+impl Drop for FinishOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.finish();
+    }
 }
 
 #[cfg(test)]
@@ -143,6 +157,62 @@ mod tests {
             let during = segment.prefetched_during.lock().unwrap().expect("every segment was read ahead");
             assert!(during + 1 >= segment.index, "segment {} read ahead while the scan was in {during}", segment.index);
         }
+    }
+
+    #[test]
+    fn a_panicking_scan_stops_the_helper_and_its_panic_goes_on() {
+        // Without the scan marked done on unwinding, the scope would wait for the helper
+        // forever: run it on a thread of its own (hence the leaks, for 'static) and fail
+        // after a while instead of hanging.
+        let scanning: &'static AtomicUsize = Box::leak(Box::new(AtomicUsize::new(0)));
+        let segments: &'static [Segment<'static>] = segments(scanning, 50).leak();
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let sources: Vec<&Segment<'_>> = segments.iter().collect();
+            let outcome = std::panic::catch_unwind(|| {
+                with_read_ahead(&sources, |progress| {
+                    scanning.store(1, Ordering::SeqCst);
+                    progress.entered(1);
+                    panic!("scan failed");
+                })
+            });
+            let message = outcome.expect_err("the scan's panic goes on").downcast::<&str>().map(|message| *message);
+            sender.send(message.ok()).unwrap();
+        });
+        let message = receiver.recv_timeout(std::time::Duration::from_secs(30)).expect("with_read_ahead returned");
+        assert_eq!(message, Some("scan failed"));
+    }
+
+    #[test]
+    fn a_panicking_helper_is_reported_not_hidden() {
+        static PREFETCHING: AtomicUsize = AtomicUsize::new(0);
+        struct Failing;
+        impl ReadAt for Failing {
+            fn read_exact_at(&self, _buffer: &mut [u8], _offset: u64) -> io::Result<()> {
+                Ok(())
+            }
+
+            fn prefetch(&self) {
+                PREFETCHING.fetch_add(1, Ordering::SeqCst);
+                panic!("prefetch failed");
+            }
+
+            fn can_prefetch(&self) -> bool {
+                true
+            }
+        }
+        let sources = [&Failing, &Failing];
+        let outcome = std::panic::catch_unwind(|| {
+            with_read_ahead(&sources, |progress| {
+                progress.entered(1);
+                // A scan that ended first would leave the helper nothing to read.
+                while PREFETCHING.load(Ordering::SeqCst) == 0 {
+                    std::thread::yield_now();
+                }
+            })
+        });
+        let payload = outcome.expect_err("the helper's panic is not swallowed");
+        assert_eq!(payload.downcast_ref::<&str>(), Some(&"prefetch failed"));
     }
 
     #[test]
