@@ -1,5 +1,5 @@
 //! Crash consistency, part 1: a crash-image simulator over the real appender, encoder
-//! and recovery (storage-facts §2 and §4).
+//! and recovery (ARCHITECTURE.md, failure model).
 //!
 //! Writers append through `Log` (and, in a variant, a Raft driver through `Storage`,
 //! with snapshots and releases). Crashes are captured at random moments and inside

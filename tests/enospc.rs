@@ -1,4 +1,4 @@
-//! A full disk, for real (storage-facts §2, §4): a log on a small loop-mounted ext4 (and
+//! A full disk, for real (ARCHITECTURE.md, failure model): a log on a small loop-mounted ext4 (and
 //! XFS, when `mkfs.xfs` is installed) file system, filled up by another file, with
 //! several threads appending durably. Preparing the next segment must fail with ENOSPC
 //! (from fallocate or the zero-fill, never as SIGBUS in a writer), the log must stop

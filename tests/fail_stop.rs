@@ -1,4 +1,4 @@
-//! Fail-stop (storage-facts §2): after one failed sync the kernel may report the next
+//! Fail-stop (ARCHITECTURE.md, failure model): after one failed sync the kernel may report the next
 //! one as successful while the disk holds old bytes, so the log must stop for good: no
 //! acknowledgment after the failure, every waiter failed, no sync retried, appends
 //! refused. A reopen then recovers every record acknowledged before the failure.
@@ -357,7 +357,7 @@ fn a_failed_zero_fill_ahead_of_the_appends_stops_the_log_where_they_need_it() {
     ledger.check_reopen(directory, options, context);
 }
 
-/// A segment's name is durable only once its directory is synced (storage-facts §2).
+/// A segment's name is durable only once its directory is synced (ARCHITECTURE.md, failure model).
 /// A crash between the preparer's rename and its directory sync (here: that sync
 /// fails) leaves a segment whose name may vanish on power loss. If the crash also left
 /// the segment before it sealed, the reopened log appends into that segment, so the

@@ -1,4 +1,4 @@
-//! The kill -9 loop (storage-facts §4): a child process appends durably from several
+//! The kill -9 loop: a child process appends durably from several
 //! threads and prints every acknowledgment; the parent kills it with SIGKILL at a random
 //! moment, recovers the log and checks that every acknowledged record is there byte for
 //! byte and that nothing appears that no writer wrote. The page cache survives a killed

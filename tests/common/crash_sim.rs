@@ -1,4 +1,4 @@
-//! A crash-image simulator (storage-facts §2 and §4): what a power loss may leave of
+//! A crash-image simulator (ARCHITECTURE.md, failure model): what a power loss may leave of
 //! the segment files of a running log, built from the real files.
 //!
 //! The disk is modelled from the syncs the log really makes: the log's sync observer
