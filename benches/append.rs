@@ -314,5 +314,29 @@ fn recovery_scan(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, codec, durable, nondurable, recovery_scan);
+/// Opening a closed log whose one 64 MiB segment holds a single record: what a reopen
+/// costs beyond the records, which is checking the rest of the last segment for
+/// records past the end. As a log leaves it after light use (zero-filled 1 MiB past
+/// the end, unwritten blocks after), and zero-filled to its end (as segments are when
+/// the log fills them).
+fn reopen(c: &mut Criterion) {
+    const SEGMENT_BYTES: u64 = 64 << 20;
+    let mut group = c.benchmark_group("reopen");
+    group.sample_size(20).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
+    for (name, zero_filled_to_end) in [("read_only_64MiB_segment_1_record", false), ("read_only_64MiB_zero_filled_segment_1_record", true)]
+    {
+        let dir = support::temp_dir();
+        let log =
+            Log::open(dir.path(), segstore::Options { segment_size_bytes: SEGMENT_BYTES, sync_mode: SyncMode::Msync }).expect("open log");
+        if zero_filled_to_end {
+            log.wait_for_preparation();
+        }
+        log.append_durable(KIND, &support::payload(256)).expect("append");
+        log.close().expect("close");
+        group.bench_function(name, |bencher| bencher.iter(|| drop(Log::open_read_only(black_box(dir.path())).expect("open"))));
+    }
+    group.finish();
+}
+
+criterion_group!(benches, codec, durable, nondurable, recovery_scan, reopen);
 criterion_main!(benches);

@@ -746,13 +746,21 @@ fn discard_torn_tail(directory: &Path, files: &mut Vec<SegmentFile>, end: &LogEn
 }
 
 /// Writes zeros over every non-zero page-sized chunk from `offset` to the segment end.
+/// Holes read as zeros and are not read.
 fn zero_nonzero_bytes(segment: &SegmentFile, offset: u64) -> Result<u64> {
     let size_bytes = segment.info.size_bytes;
     let mut buffer = vec![0u8; READ_CHUNK_BYTES];
     let mut zeroed = 0;
     let mut chunk_start = offset;
+    let mut data_end = offset;
     while chunk_start < size_bytes {
-        let chunk_end = (chunk_start + READ_CHUNK_BYTES as u64).min(size_bytes);
+        if chunk_start >= data_end {
+            let Some(range) = fs::data_range_from(&segment.file, chunk_start) else { break };
+            chunk_start = chunk_start.max(range.start).min(size_bytes);
+            data_end = range.end.max(chunk_start + 1);
+            continue;
+        }
+        let chunk_end = (chunk_start + READ_CHUNK_BYTES as u64).min(size_bytes).min(data_end);
         let bytes = &mut buffer[..(chunk_end - chunk_start) as usize];
         fs::read_exact_at(&segment.file, bytes, chunk_start, &segment.path)?;
         let mut page_start = chunk_start;

@@ -5,6 +5,7 @@
 use std::fs::File;
 use std::io;
 use std::num::NonZeroU64;
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
@@ -18,6 +19,9 @@ use crate::segment::{SegmentInfo, SEGMENT_HEADER_SIZE};
 /// Bytes read per `pread` when streaming through a segment.
 pub(crate) const READ_CHUNK_BYTES: usize = 1 << 20;
 
+/// Bytes of position words checked at once for zeros by [`SegmentReader::search_valid_records`].
+const ZERO_SKIP_BYTES: usize = 256;
+
 /// Bytes that can be read at an offset: a file, or an in-memory image of one.
 pub trait ReadAt {
     /// Fills `buffer` from `offset`; fewer bytes than asked is an error.
@@ -25,6 +29,12 @@ pub trait ReadAt {
 
     /// A hint that all of it will be read soon, so the reading can start now.
     fn prefetch(&self) {}
+
+    /// The first range at or after `offset` that may hold non-zero bytes (all else reads
+    /// as zeros), or `None` if nothing past `offset` does. By default, all of it.
+    fn data_range_from(&self, offset: u64) -> Option<Range<u64>> {
+        Some(offset..u64::MAX)
+    }
 
     /// Whether [`ReadAt::prefetch`] does anything.
     fn can_prefetch(&self) -> bool {
@@ -39,11 +49,21 @@ impl ReadAt for File {
 
     fn prefetch(&self) {
         // Only a hint, in pieces (see `read_ahead.rs`): the kernel reads the file while
-        // the segment before it is being checked. Failure changes nothing.
-        let size_bytes = self.metadata().map_or(0, |metadata| metadata.len());
-        for offset in (0..size_bytes).step_by(PREFETCH_PIECE_BYTES as usize) {
-            let _ = rustix::fs::fadvise(self, offset, NonZeroU64::new(PREFETCH_PIECE_BYTES), rustix::fs::Advice::WillNeed);
+        // the segment before it is being checked. Failure changes nothing. Holes are
+        // left out: reading one ahead would only fill the page cache with zeros.
+        let mut next = Some(0);
+        while let Some(range) = next.and_then(|offset| crate::fs::data_range_from(self, offset)) {
+            let end = if range.end == u64::MAX { self.metadata().map_or(range.start, |metadata| metadata.len()) } else { range.end };
+            for offset in (range.start..end).step_by(PREFETCH_PIECE_BYTES as usize) {
+                let length = NonZeroU64::new(PREFETCH_PIECE_BYTES.min(end - offset));
+                let _ = rustix::fs::fadvise(self, offset, length, rustix::fs::Advice::WillNeed);
+            }
+            next = (range.end != u64::MAX).then_some(end);
         }
+    }
+
+    fn data_range_from(&self, offset: u64) -> Option<Range<u64>> {
+        crate::fs::data_range_from(self, offset)
     }
 
     fn can_prefetch(&self) -> bool {
@@ -155,7 +175,17 @@ impl<'a, S: ReadAt + ?Sized> SegmentReader<'a, S> {
     pub(crate) fn search_valid_records(&mut self, mut offset: u64, found: &mut dyn FnMut(&DecodedRecord<'_>)) -> Result<()> {
         let size_bytes = self.info.size_bytes;
         let header_bytes = RECORD_HEADER_SIZE as u64;
+        // Where the range of bytes that may be non-zero, as the source last said, ends.
+        let mut data_end = offset;
         while offset + header_bytes <= size_bytes {
+            if offset >= data_end {
+                // A candidate starting in a hole has a zero publication word: not a record.
+                // Holes are whole blocks, so rounding down to a boundary only looks at more.
+                let Some(range) = self.source.data_range_from(offset) else { return Ok(()) };
+                offset = offset.max(range.start / record::RECORD_ALIGNMENT as u64 * record::RECORD_ALIGNMENT as u64);
+                data_end = range.end.max(offset + 1);
+                continue;
+            }
             // A record names its own position at bytes 16..24: look for that first, a
             // word compare per boundary over a whole buffered chunk.
             let chunk_end = (offset + self.buffer.chunk_bytes.max(header_bytes)).min(size_bytes);
@@ -164,6 +194,16 @@ impl<'a, S: ReadAt + ?Sized> SegmentReader<'a, S> {
             let mut candidate = None;
             let mut relative = 0usize;
             while offset + relative as u64 + header_bytes <= chunk_end {
+                // Past the log's end most bytes are zeros, and a zero word names no
+                // position here (every candidate lies past the segment header): skip
+                // the candidates whose words lie in an all-zero block, a block at a time.
+                // No early exit in the fold, so that it vectorizes.
+                if let Some(block) = bytes.get(relative + 16..relative + 16 + ZERO_SKIP_BYTES) {
+                    if block.iter().fold(0u8, |any, &byte| any | byte) == 0 {
+                        relative += ZERO_SKIP_BYTES;
+                        continue;
+                    }
+                }
                 let word: [u8; 8] = bytes[relative + 16..relative + 24].try_into().expect("8 bytes");
                 if u64::from_le_bytes(word) == base_position + offset + relative as u64 {
                     candidate = Some(offset + relative as u64);

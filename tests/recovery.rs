@@ -2,7 +2,7 @@
 //! a dropped log are copied into a fresh directory, bytes are changed there the way a
 //! crash or a bad disk changes them, and the copy is opened.
 //!
-//! The failure model (storage-facts §2): after a power loss, every 4 KiB page or 512 B
+//! The failure model (ARCHITECTURE.md): after a power loss, every 4 KiB page or 512 B
 //! sector written since the last successful sync may hold its old bytes, its new bytes
 //! or, on a bad disk, garbage; what was synced stays. A torn tail must be discarded;
 //! damage to bytes that were durable must be reported, with its place, and nothing
@@ -470,6 +470,73 @@ fn damage_below_a_durable_hint_in_the_last_segment_is_corruption() {
             }
         }
     }
+}
+
+/// Deallocates `[start, end)` of `path` (4 KiB-aligned), leaving a hole that reads as
+/// zeros and that the file system reports as a hole; fails if it does not.
+fn punch_hole(path: &Path, start: u64, end: u64) {
+    use rustix::fs::{FallocateFlags, SeekFrom};
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
+    rustix::fs::fallocate(&file, FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE, start, end - start).unwrap();
+    // No data at all past `start` (ENXIO) is a hole too.
+    if let Ok(data_at) = rustix::fs::seek(&file, SeekFrom::Data(start)) {
+        assert!(data_at >= end, "the file system reports the punched range [{start}, {end}) as a hole (data at {data_at})");
+    }
+}
+
+/// Recovery skips holes without reading them (unwritten blocks read as zeros): records
+/// past a hole must still vouch for the bytes before it, and bytes past a hole must still
+/// be zeroed when they are a torn tail.
+#[test]
+fn holes_past_the_end_are_skipped_but_what_lies_past_them_is_not() {
+    // Longer than what recovery reads at once (1 MiB), so that skipping it matters.
+    const HOLE_START: u64 = 16 << 10;
+    const HOLE_END: u64 = 3 << 20;
+    let options = options(8 << 20, SyncMode::Msync);
+
+    // Records synced on both sides of what becomes the hole: those past it vouch for the
+    // damaged one at its start.
+    let directory = tempfile::tempdir().unwrap();
+    let mut appended = Vec::new();
+    {
+        let log = Log::open(directory.path(), options.clone()).unwrap();
+        for index in 0..100 {
+            let bytes = vec![index as u8 + 1; (40 << 10) + index];
+            appended.push((log.append_durable(KIND, &bytes).unwrap(), bytes));
+        }
+        assert_eq!(log.segment_count(), 1);
+    }
+    let segment = segment_holding(directory.path(), appended[0].0.position.0);
+    let (damaged, _) = appended
+        .iter()
+        .find(|(at, _)| segment.offset_of(at.position.0) <= HOLE_START && HOLE_START < segment.offset_of(at.end.0))
+        .expect("a record spans the start of the hole");
+    assert!(segment.offset_of(appended.last().unwrap().0.position.0) > HOLE_END, "records lie past the hole");
+    punch_hole(&segment.path, HOLE_START, HOLE_END);
+    let offset = segment.offset_of(damaged.position.0);
+    expect_corrupt(directory.path(), &options, &segment.path, offset, "a hole over synced records, with synced records past it");
+
+    // A torn tail: garbage past a hole past the end of the log is zeroed with the rest.
+    let directory = tempfile::tempdir().unwrap();
+    let mut appended = Vec::new();
+    {
+        let log = Log::open(directory.path(), options.clone()).unwrap();
+        for index in 0..5 {
+            let bytes = vec![index as u8 + 1; 1000];
+            appended.push((log.append_durable(KIND, &bytes).unwrap(), bytes));
+        }
+    }
+    let end = appended.last().unwrap().0.end.0;
+    let segment = segment_holding(directory.path(), end);
+    assert!(segment.offset_of(end) < HOLE_START);
+    punch_hole(&segment.path, HOLE_START, HOLE_END);
+    overwrite(&segment.path, HOLE_END + 8, b"not a record, and not zeros");
+    let log = Log::open(directory.path(), options.clone()).unwrap();
+    assert!(records(&log) == as_records(&appended), "the records before the garbage are kept");
+    let torn_tail = log.recovery_report().torn_tail.clone().expect("the garbage is reported as a torn tail");
+    assert!(torn_tail.contains("bytes zeroed"), "{torn_tail}");
+    drop(log);
+    assert_zero_from(directory.path(), end);
 }
 
 /// Where a stale copy of a record is put.
