@@ -349,11 +349,13 @@ mod tests {
     #[test]
     fn the_shift_tables_move_a_register_over_zeros() {
         // Appending n zeros to a checksum is what the shift does to the raw register.
-        for register in [1u32, 0x8000_0000, 0xdead_beef] {
-            let shifted = shift(&SHIFT, u64::from(register)) as u32;
-            assert_eq!(shifted, shift_slowly(register, STREAM_BYTES));
-            let zeros = vec![0u8; STREAM_BYTES];
-            assert_eq!(!crc32c::crc32c_append(!register, &zeros), shifted);
+        for (table, bytes) in [(&SHIFT, STREAM_BYTES), (&SHORT_SHIFT, SHORT_STREAM_BYTES)] {
+            for register in [1u32, 0x8000_0000, 0xdead_beef] {
+                let shifted = shift(table, u64::from(register)) as u32;
+                assert_eq!(shifted, shift_slowly(register, bytes), "{bytes}-byte table");
+                let zeros = vec![0u8; bytes];
+                assert_eq!(!crc32c::crc32c_append(!register, &zeros), shifted, "{bytes}-byte table");
+            }
         }
     }
 }
