@@ -9,7 +9,8 @@ mod support;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{black_box, criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput};
 use segstore::record::{self, data_span_bytes, Decoded, Expected, RecordFlags, RecordHeader, RECORD_HEADER_SIZE};
 use segstore::recovery;
 use segstore::segment::SEGMENT_HEADER_SIZE;
@@ -254,12 +255,8 @@ fn codec(c: &mut Criterion) {
     let payload = support::payload(256);
     let expected = Expected { generation: 0x5eed_1234, position: 4096 };
     let encoded = record::encode_to_vec(KIND, &payload, expected, 0);
-    let header = RecordHeader::new(KIND, RecordFlags::empty(), 256, expected.generation, expected.position, 0);
     let mut group = c.benchmark_group("codec_256B");
-    group.sample_size(20).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
-    group.throughput(Throughput::Bytes(256));
-    group.bench_function("crc32c_payload", |bencher| bencher.iter(|| crc32c::crc32c(black_box(&payload))));
-    group.bench_function("record_crc", |bencher| bencher.iter(|| record::record_crc(black_box(&header), black_box(&payload))));
+    checksums(&mut group, expected, &payload);
     group.bench_function("encode_to_vec", |bencher| {
         bencher.iter(|| record::encode_to_vec(KIND, black_box(&payload), black_box(expected), 0))
     });
@@ -270,16 +267,20 @@ fn codec(c: &mut Criterion) {
         })
     });
     group.finish();
-    // The record checksum of a 4 KiB payload (the kernels of `checksum.rs`) against the
-    // `crc32c` crate on the same bytes.
-    let payload = support::payload(4096);
-    let header = RecordHeader::new(KIND, RecordFlags::empty(), 4096, expected.generation, expected.position, 0);
+    // At 4 KiB the folding kernel of `checksum.rs` runs.
     let mut group = c.benchmark_group("codec_4KiB");
-    group.sample_size(20).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
-    group.throughput(Throughput::Bytes(4096));
-    group.bench_function("crc32c_payload", |bencher| bencher.iter(|| crc32c::crc32c(black_box(&payload))));
-    group.bench_function("record_crc", |bencher| bencher.iter(|| record::record_crc(black_box(&header), black_box(&payload))));
+    checksums(&mut group, expected, &support::payload(4096));
     group.finish();
+}
+
+/// Sets up a codec group for `payload` and adds the record checksum of it, against the
+/// `crc32c` crate on the same bytes.
+fn checksums(group: &mut BenchmarkGroup<'_, WallTime>, expected: Expected, payload: &[u8]) {
+    let header = RecordHeader::new(KIND, RecordFlags::empty(), payload.len() as u32, expected.generation, expected.position, 0);
+    group.sample_size(20).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    group.throughput(Throughput::Bytes(payload.len() as u64));
+    group.bench_function("crc32c_payload", |bencher| bencher.iter(|| crc32c::crc32c(black_box(payload))));
+    group.bench_function("record_crc", |bencher| bencher.iter(|| record::record_crc(black_box(&header), black_box(payload))));
 }
 
 /// Recovery's scan of one sealed-at-close 4 MiB segment full of 256 B records: the

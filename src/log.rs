@@ -13,7 +13,7 @@ use crate::fs;
 use crate::mapping::{Claim, Cursor, ReserveError, RotationFailed, SegmentMap};
 use crate::options::{Options, SyncMode};
 use crate::preparer::{zero_fill_head_bytes, Current, Maker, Preparer};
-use crate::reader::{ReadBuffer, SegmentReader, Step, READ_CHUNK_BYTES};
+use crate::reader::{all_zero, ReadBuffer, SegmentReader, Step, READ_CHUNK_BYTES};
 use crate::record::{self, RecordFlags, RecordKind, RECORD_HEADER_SIZE};
 use crate::recovery::{self, LogEnd, SegmentSource};
 use zerocopy::FromBytes;
@@ -756,8 +756,8 @@ fn zero_nonzero_bytes(segment: &SegmentFile, offset: u64) -> Result<u64> {
     while chunk_start < size_bytes {
         if chunk_start >= data_end {
             let Some(range) = fs::data_range_from(&segment.file, chunk_start) else { break };
-            chunk_start = chunk_start.max(range.start).min(size_bytes);
-            data_end = range.end.max(chunk_start + 1);
+            chunk_start = range.start.min(size_bytes);
+            data_end = range.end;
             continue;
         }
         let chunk_end = (chunk_start + READ_CHUNK_BYTES as u64).min(size_bytes).min(data_end);
@@ -767,8 +767,7 @@ fn zero_nonzero_bytes(segment: &SegmentFile, offset: u64) -> Result<u64> {
         while page_start < chunk_end {
             let page_end = ((page_start / fs::ZERO_FILL_CHUNK_BYTES as u64 + 1) * fs::ZERO_FILL_CHUNK_BYTES as u64).min(chunk_end);
             let page = &bytes[(page_start - chunk_start) as usize..(page_end - chunk_start) as usize];
-            // No early exit: the fold vectorizes, and zero pages are the common case.
-            if page.iter().fold(0u8, |any, &byte| any | byte) != 0 {
+            if !all_zero(page) {
                 fs::write_zeros(&segment.file, page_start, page_end, &segment.path)?;
                 zeroed += page_end - page_start;
             }

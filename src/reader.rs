@@ -31,7 +31,8 @@ pub trait ReadAt {
     fn prefetch(&self) {}
 
     /// The first range at or after `offset` that may hold non-zero bytes (all else reads
-    /// as zeros), or `None` if nothing past `offset` does. By default, all of it.
+    /// as zeros): not empty, and starting at `offset` or later. `None` if nothing past
+    /// `offset` does. By default, all of it.
     fn data_range_from(&self, offset: u64) -> Option<Range<u64>> {
         Some(offset..u64::MAX)
     }
@@ -51,14 +52,15 @@ impl ReadAt for File {
         // Only a hint, in pieces (see `read_ahead.rs`): the kernel reads the file while
         // the segment before it is being checked. Failure changes nothing. Holes are
         // left out: reading one ahead would only fill the page cache with zeros.
-        let mut next = Some(0);
-        while let Some(range) = next.and_then(|offset| crate::fs::data_range_from(self, offset)) {
-            let end = if range.end == u64::MAX { self.metadata().map_or(range.start, |metadata| metadata.len()) } else { range.end };
-            for offset in (range.start..end).step_by(PREFETCH_PIECE_BYTES as usize) {
-                let length = NonZeroU64::new(PREFETCH_PIECE_BYTES.min(end - offset));
-                let _ = rustix::fs::fadvise(self, offset, length, rustix::fs::Advice::WillNeed);
+        let size_bytes = self.metadata().map_or(0, |metadata| metadata.len());
+        let mut offset = 0;
+        while offset < size_bytes {
+            let Some(range) = crate::fs::data_range_from(self, offset) else { break };
+            offset = range.end.min(size_bytes);
+            for piece in (range.start..offset).step_by(PREFETCH_PIECE_BYTES as usize) {
+                let length = NonZeroU64::new(PREFETCH_PIECE_BYTES.min(offset - piece));
+                let _ = rustix::fs::fadvise(self, piece, length, rustix::fs::Advice::WillNeed);
             }
-            next = (range.end != u64::MAX).then_some(end);
         }
     }
 
@@ -183,7 +185,7 @@ impl<'a, S: ReadAt + ?Sized> SegmentReader<'a, S> {
                 // Holes are whole blocks, so rounding down to a boundary only looks at more.
                 let Some(range) = self.source.data_range_from(offset) else { return Ok(()) };
                 offset = offset.max(range.start / record::RECORD_ALIGNMENT as u64 * record::RECORD_ALIGNMENT as u64);
-                data_end = range.end.max(offset + 1);
+                data_end = range.end;
                 continue;
             }
             // A record names its own position at bytes 16..24: look for that first, a
@@ -193,23 +195,27 @@ impl<'a, S: ReadAt + ?Sized> SegmentReader<'a, S> {
             let bytes = self.bytes_at(offset, chunk_end - offset)?;
             let mut candidate = None;
             let mut relative = 0usize;
-            while offset + relative as u64 + header_bytes <= chunk_end {
+            // Past the last candidate (relative to `offset`) whose header fits in the chunk.
+            let candidates_end = ((chunk_end - offset - header_bytes) as usize + 1).next_multiple_of(record::RECORD_ALIGNMENT);
+            let names_itself = |relative: usize| {
+                let word: [u8; 8] = bytes[relative + 16..relative + 24].try_into().expect("8 bytes");
+                u64::from_le_bytes(word) == base_position + offset + relative as u64
+            };
+            while relative < candidates_end {
                 // Past the log's end most bytes are zeros, and a zero word names no
                 // position here (every candidate lies past the segment header): skip
-                // the candidates whose words lie in an all-zero block, a block at a time.
-                // No early exit in the fold, so that it vectorizes.
-                if let Some(block) = bytes.get(relative + 16..relative + 16 + ZERO_SKIP_BYTES) {
-                    if block.iter().fold(0u8, |any, &byte| any | byte) == 0 {
-                        relative += ZERO_SKIP_BYTES;
-                        continue;
-                    }
+                // the candidates whose words lie in an all-zero block, a block at a time,
+                // and compare word by word only in the others.
+                if bytes.get(relative + 16..relative + 16 + ZERO_SKIP_BYTES).is_some_and(all_zero) {
+                    relative += ZERO_SKIP_BYTES;
+                    continue;
                 }
-                let word: [u8; 8] = bytes[relative + 16..relative + 24].try_into().expect("8 bytes");
-                if u64::from_le_bytes(word) == base_position + offset + relative as u64 {
-                    candidate = Some(offset + relative as u64);
+                let block_end = (relative + ZERO_SKIP_BYTES).min(candidates_end);
+                if let Some(found) = (relative..block_end).step_by(record::RECORD_ALIGNMENT).find(|&at| names_itself(at)) {
+                    candidate = Some(offset + found as u64);
                     break;
                 }
-                relative += record::RECORD_ALIGNMENT;
+                relative = block_end;
             }
             let Some(candidate) = candidate else {
                 offset += relative as u64;
@@ -230,7 +236,58 @@ impl<'a, S: ReadAt + ?Sized> SegmentReader<'a, S> {
     }
 }
 
+/// Whether every byte is zero. No early exit, so that the fold vectorizes: zeros are the
+/// common case where this is asked.
+pub(crate) fn all_zero(bytes: &[u8]) -> bool {
+    bytes.iter().fold(0u8, |any, &byte| any | byte) == 0
+}
+
 /// The offset of the first record of every segment.
 pub(crate) const fn first_record_offset() -> u64 {
     SEGMENT_HEADER_SIZE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{encode_to_vec, RecordKind};
+
+    /// Zeros, garbage and records at awkward places of a segment image: the search must
+    /// find exactly the records, whatever its chunk size (odd sizes put chunk ends off
+    /// the 8-byte boundaries, and blocks of zeros and of garbage across them).
+    #[test]
+    fn the_search_finds_every_record_among_zeros_and_garbage_at_any_chunk_size() {
+        const SIZE_BYTES: usize = 64 << 10;
+        let info = SegmentInfo { sequence: 0, base_position: 1 << 20, size_bytes: SIZE_BYTES as u64, generation: 7 };
+        let mut image = vec![0u8; SIZE_BYTES];
+        // Garbage: no byte zero, so no word is zero, and none names its own position.
+        let mut garbage = 0x9e37_79b9_7f4a_7c15u64;
+        let mut fill_garbage = |image: &mut [u8], range: std::ops::Range<usize>| {
+            for byte in &mut image[range] {
+                garbage ^= garbage << 13;
+                garbage ^= garbage >> 7;
+                garbage ^= garbage << 17;
+                *byte = garbage as u8 | 1;
+            }
+        };
+        fill_garbage(&mut image, 64..3000);
+        fill_garbage(&mut image, 9000..9100);
+        fill_garbage(&mut image, 20_000..33_000);
+        let mut planted = Vec::new();
+        // Right after garbage, after zeros, inside a block of zeros, after a long garbage
+        // run across many chunk ends, and the last place a record fits.
+        for (offset, payload_bytes) in [(3000, 100), (4096, 10), (5000 + 136, 300), (33_000, 50), (SIZE_BYTES - 64, 8)] {
+            let expected = Expected { generation: info.generation, position: info.base_position + offset as u64 };
+            let record = encode_to_vec(RecordKind::FIRST_DATA, &vec![offset as u8 | 1; payload_bytes], expected, 0);
+            image[offset..offset + record.len()].copy_from_slice(&record);
+            planted.push(expected.position);
+        }
+        for chunk_bytes in [32, 100, 777, 1000, 4096, 1 << 20] {
+            let mut buffer = ReadBuffer::new(chunk_bytes);
+            let mut reader = SegmentReader::new(&image[..], Path::new("image"), info, &mut buffer);
+            let mut found = Vec::new();
+            reader.search_valid_records(64, &mut |record| found.push(record.position)).unwrap();
+            assert_eq!(found, planted, "chunks of {chunk_bytes} bytes");
+        }
+    }
 }
