@@ -431,7 +431,10 @@ impl Log {
             let end = to.min(segment.info.end_position()) - segment.info.base_position;
             match self.options.sync_mode {
                 SyncMode::Msync => fs::msync(&segment.map, start, end - start, &segment.path)?,
-                SyncMode::Fdatasync => fs::fdatasync(&segment.file, &segment.path)?,
+                SyncMode::Fdatasync => {
+                    segment.map.unmap_pages(start, end - start);
+                    fs::fdatasync(&segment.file, &segment.path)?
+                }
                 SyncMode::None => {}
             }
         }

@@ -55,6 +55,18 @@
 //!    (`checksum::dispatch`) calls each only after `is_x86_feature_detected!` said the
 //!    CPU has every feature that kernel enables.
 //!
+//! 7. **Dropping page-table entries before a sync.** [`SegmentMap::unmap_pages`]
+//!    calls `madvise(MADV_DONTNEED)` on a range of the mapping, while writers may be
+//!    storing into it and readers loading from it. memmap2 makes this call `unsafe`
+//!    because on a private or anonymous mapping the bytes revert to the file's or to
+//!    zeros. It is made only on writable shared mappings of a file (`shared_file`; the
+//!    anonymous maps of tests and models and read-only maps never make it), where it
+//!    changes no byte: the page stays in the file's page cache, the kernel carries a
+//!    dirty page-table entry's state to the page as it drops the entry, and the next
+//!    store or load faults the same page back in. A store racing with the call lands
+//!    in the same page before the entry goes or after the fault. References handed out
+//!    (claims, `PublishedBytes`) keep pointing at valid memory holding the same bytes.
+//!
 //! Under `--cfg loom` the mapping is replaced by heap cells that loom can watch (an
 //! atomic per 8-byte publication word, an `UnsafeCell` per 8 bytes of data); every
 //! other line of this module is the same code.
@@ -160,7 +172,7 @@ impl SegmentMap {
     pub fn map_file(file: &std::fs::File, size_bytes: u64, base_position: u64, generation: u32, published_offset: u64) -> io::Result<Self> {
         check_geometry(size_bytes, published_offset)?;
         let raw = memmap2::MmapOptions::new().len(size_bytes as usize).map_raw(file)?;
-        Ok(Self::from_memory(Memory { raw }, size_bytes, base_position, generation, published_offset))
+        Ok(Self::from_memory(Memory { raw, shared_file: true }, size_bytes, base_position, generation, published_offset))
     }
 
     /// Maps `file` for reading only: for read-only logs, whose segments are never
@@ -175,7 +187,7 @@ impl SegmentMap {
     ) -> io::Result<Self> {
         check_geometry(size_bytes, published_offset)?;
         let raw = memmap2::MmapOptions::new().len(size_bytes as usize).map_raw_read_only(file)?;
-        Ok(Self::from_memory(Memory { raw }, size_bytes, base_position, generation, published_offset))
+        Ok(Self::from_memory(Memory { raw, shared_file: false }, size_bytes, base_position, generation, published_offset))
     }
 
     /// A map of zeroed memory backed by no file: for tests and models.
@@ -419,12 +431,26 @@ impl SegmentMap {
         }
     }
 
-    /// `msync(MS_SYNC)` of the pages holding `[offset, offset + length)`.
+    /// `msync(MS_SYNC)` of the pages holding `[offset, offset + length)`, after
+    /// [`SegmentMap::unmap_pages`] of them.
     pub fn sync_range(&self, offset: u64, length: u64) -> io::Result<()> {
         if offset.checked_add(length).is_none_or(|end| end > self.size_bytes) {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "sync range outside the segment"));
         }
         self.memory.flush_range(offset as usize, length as usize)
+    }
+
+    /// Drops this process's page-table entries for the pages holding `[offset, offset +
+    /// length)`, before a sync writes them back: the writeback write-protects every
+    /// mapped page it cleans, one TLB flush per page, and each of those interrupts every
+    /// other CPU running a thread of this process at that moment. Dropped first, the
+    /// pages cost one batched flush, and the writeback finds nothing mapped. Bytes do not
+    /// change (point 7 of the module's safety argument); the next access faults the page
+    /// back in, as the write-protected page would have faulted on the next store.
+    pub fn unmap_pages(&self, offset: u64, length: u64) {
+        if offset.checked_add(length).is_some_and(|end| end <= self.size_bytes) {
+            self.memory.unmap_pages(offset as usize, length as usize);
+        }
     }
 
     fn publish_header(&self, offset: u64, header: &RecordHeader) {
@@ -864,13 +890,16 @@ impl Drop for Claim<'_> {
 #[cfg(not(loom))]
 struct Memory {
     raw: memmap2::MmapRaw,
+    /// A writable shared mapping of a file (not anonymous, not read-only): the only kind
+    /// whose page-table entries [`Memory::unmap_pages`] drops (point 7).
+    shared_file: bool,
 }
 
 #[cfg(not(loom))]
 impl Memory {
     fn zeroed(size_bytes: usize) -> io::Result<Self> {
         let anonymous = memmap2::MmapOptions::new().len(size_bytes).map_anon()?;
-        Ok(Memory { raw: memmap2::MmapRaw::from(anonymous) })
+        Ok(Memory { raw: memmap2::MmapRaw::from(anonymous), shared_file: false })
     }
 
     fn word(&self, offset: usize) -> &AtomicU64 {
@@ -914,7 +943,19 @@ impl Memory {
     }
 
     fn flush_range(&self, offset: usize, length: usize) -> io::Result<()> {
+        self.unmap_pages(offset, length);
         self.raw.flush_range(offset, length)
+    }
+
+    fn unmap_pages(&self, offset: usize, length: usize) {
+        if !self.shared_file {
+            return;
+        }
+        assert!(offset.checked_add(length).is_some_and(|end| end <= self.raw.len()));
+        // SAFETY: in bounds (asserted), and this is a writable shared mapping of a file,
+        // where MADV_DONTNEED changes no byte of the mapping (point 7). A hint: when the
+        // kernel refuses it (locked pages), the sync ahead cleans the pages as it would.
+        let _ = unsafe { self.raw.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, length) };
     }
 
     fn prefault(&self, offset: usize, length: usize) {
@@ -981,6 +1022,8 @@ impl Memory {
     fn flush_range(&self, _offset: usize, _length: usize) -> io::Result<()> {
         Ok(())
     }
+
+    fn unmap_pages(&self, _offset: usize, _length: usize) {}
 
     fn prefault(&self, _offset: usize, _length: usize) {}
 }

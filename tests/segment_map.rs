@@ -57,3 +57,24 @@ fn readers_stop_at_the_writable_offset_of_a_segment_sealed_before_it_was_zero_fi
     assert!(first.read_published(WRITABLE_OFFSET, &mut across));
     assert!(first.published_bytes(DATA_START, SEGMENT_BYTES - DATA_START).is_some());
 }
+
+/// Dropping page-table entries before a sync changes no byte of a file's shared mapping
+/// (`tests/page_tables.rs`), but it would zero an anonymous one: those maps (tests and
+/// models) must keep their bytes through both calls (soundness point 7 of `mapping.rs`).
+#[test]
+fn an_anonymous_map_keeps_its_bytes_through_a_sync() {
+    const PAGES_BYTES: u64 = 4 * 4096;
+    let map = Arc::new(SegmentMap::anonymous(PAGES_BYTES, 0, 1, DATA_START).unwrap());
+    let cursor = Cursor::new(Arc::clone(&map), DATA_START, DATA_START);
+    let mut claim = cursor.reserve(3 * 4096, 0, &mut next_segment).unwrap();
+    claim.fill(|payload| payload.fill(5));
+    let end = claim.publish(KIND, 0);
+    assert_eq!(map.advance_published(), end);
+
+    map.unmap_pages(0, PAGES_BYTES);
+    map.sync_range(0, PAGES_BYTES).unwrap();
+
+    let mut payload = vec![0u8; 3 * 4096];
+    assert!(map.read_published(DATA_START + 32, &mut payload));
+    assert!(payload.iter().all(|&byte| byte == 5), "the record's bytes are still there");
+}
