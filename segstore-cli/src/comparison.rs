@@ -190,7 +190,7 @@ mod tests {
         let limit = Sleeper { name: "limit", role: Role::Limit, micros: 1000 };
         let slow = Sleeper { name: "slow peer", role: Role::Peer, micros: 8000 };
         let fast = Sleeper { name: "fast peer", role: Role::Peer, micros: 4000 };
-        let spec = SaveSpec { saves: 10, entries_per_save: 1, entry_data_bytes: 1, threads: 1, warmup_saves: 0 };
+        let spec = SaveSpec { saves: 10, entries_per_save: 1, entry_data_bytes: 1, threads: 1, warmup_saves: 0, busy_threads: 0 };
         let labels = Cell::new(Vec::new());
         let mut record = |label: &str| {
             let mut all = labels.take();

@@ -125,7 +125,7 @@ mod tests {
     #[test]
     fn raw_saves_land_in_the_file() {
         let dir = tempfile::tempdir().unwrap();
-        let spec = SaveSpec { saves: 6, entries_per_save: 2, entry_data_bytes: 100, threads: 2, warmup_saves: 1 };
+        let spec = SaveSpec { saves: 6, entries_per_save: 2, entry_data_bytes: 100, threads: 2, warmup_saves: 1, busy_threads: 0 };
         let run = RawLimit::new(RawSync::PwriteFdatasync).run_saves(&dir.path().join("a"), &spec, None).unwrap();
         assert_eq!(run.saves(), 6);
         let written = std::fs::read(dir.path().join("a/raw.ref")).unwrap();

@@ -86,7 +86,7 @@ mod tests {
     #[test]
     fn single_writer_saves_are_readable_raft_entries() {
         let dir = tempfile::tempdir().unwrap();
-        let spec = SaveSpec { saves: 5, entries_per_save: 3, entry_data_bytes: 50, threads: 1, warmup_saves: 2 };
+        let spec = SaveSpec { saves: 5, entries_per_save: 3, entry_data_bytes: 50, threads: 1, warmup_saves: 2, busy_threads: 0 };
         let contender = Segstore::new(SyncMode::Msync).with_segment_size_bytes(1 << 20);
         let run = contender.run_saves(&dir.path().join("log"), &spec, None).unwrap();
         assert_eq!(run.saves(), 5);
@@ -99,7 +99,7 @@ mod tests {
     #[test]
     fn many_writers_share_one_log() {
         let dir = tempfile::tempdir().unwrap();
-        let spec = SaveSpec { saves: 40, entries_per_save: 2, entry_data_bytes: 30, threads: 4, warmup_saves: 0 };
+        let spec = SaveSpec { saves: 40, entries_per_save: 2, entry_data_bytes: 30, threads: 4, warmup_saves: 0, busy_threads: 0 };
         let run =
             Segstore::new(SyncMode::Fdatasync).with_segment_size_bytes(1 << 20).run_saves(&dir.path().join("log"), &spec, None).unwrap();
         assert_eq!(run.saves(), 40);

@@ -2,6 +2,7 @@
 //! the driver that times every save while the write counters watch.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Barrier;
 use std::time::Instant;
 
@@ -16,7 +17,8 @@ pub const TERM: u64 = 1;
 
 /// A durable save workload: `saves` Raft Readies in all, each of `entries_per_save`
 /// entries of `entry_data_bytes`, issued by `threads` threads, after `warmup_saves`
-/// unmeasured saves from one thread.
+/// unmeasured saves from one thread, while `busy_threads` more threads of the process
+/// keep a CPU busy (as a Raft server's other threads do between its saves).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SaveSpec {
     pub saves: usize,
@@ -24,6 +26,7 @@ pub struct SaveSpec {
     pub entry_data_bytes: usize,
     pub threads: usize,
     pub warmup_saves: usize,
+    pub busy_threads: usize,
 }
 
 impl SaveSpec {
@@ -94,8 +97,22 @@ where
     for sequence in 0..spec.warmup_saves {
         save(0, sequence as u64)?;
     }
-    let start_line = Barrier::new(spec.threads + 1);
+    let start_line = Barrier::new(spec.threads + spec.busy_threads + 1);
+    let done = AtomicBool::new(false);
     let (before, started, per_thread) = std::thread::scope(|scope| {
+        for _ in 0..spec.busy_threads {
+            let (start_line, done) = (&start_line, &done);
+            scope.spawn(move || {
+                start_line.wait();
+                let mut state = 1u64;
+                while !done.load(Ordering::Relaxed) {
+                    // Pure computation: no system calls, no shared memory written.
+                    for _ in 0..1000 {
+                        state = std::hint::black_box(state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1));
+                    }
+                }
+            });
+        }
         let workers: Vec<_> = (0..spec.threads)
             .map(|thread| {
                 let (save, start_line) = (&save, &start_line);
@@ -116,6 +133,8 @@ where
         let before = WriteCounters::read(device_stat);
         let started = Instant::now();
         start_line.wait();
+        // Set on the way out, a panicking save thread included: the scope waits for the busy threads.
+        let _stop_busy = SetOnDrop(&done);
         let per_thread: Vec<_> = workers.into_iter().map(|worker| worker.join().expect("save thread panicked")).collect();
         (before, started, per_thread)
     });
@@ -127,6 +146,14 @@ where
     }
     latencies_ns.sort_unstable();
     Ok(SaveRun { latencies_ns, elapsed_ns, written, data_bytes_per_save: spec.data_bytes_per_save() })
+}
+
+struct SetOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 /// Entry data that is not all zeros and differs between entries, so that no layer
@@ -194,7 +221,7 @@ mod tests {
 
     #[test]
     fn saves_are_spread_over_threads_and_sequences_continue_after_the_warmup() {
-        let spec = SaveSpec { saves: 10, entries_per_save: 1, entry_data_bytes: 8, threads: 3, warmup_saves: 2 };
+        let spec = SaveSpec { saves: 10, entries_per_save: 1, entry_data_bytes: 8, threads: 3, warmup_saves: 2, busy_threads: 0 };
         assert_eq!((0..3).map(|thread| spec.saves_of_thread(thread)).collect::<Vec<_>>(), vec![4, 3, 3]);
         let calls = std::sync::Mutex::new(Vec::new());
         let run = drive_saves(&spec, None, |thread, sequence| {
@@ -213,7 +240,7 @@ mod tests {
 
     #[test]
     fn a_failed_save_fails_the_run() {
-        let spec = SaveSpec { saves: 4, entries_per_save: 1, entry_data_bytes: 8, threads: 2, warmup_saves: 0 };
+        let spec = SaveSpec { saves: 4, entries_per_save: 1, entry_data_bytes: 8, threads: 2, warmup_saves: 0, busy_threads: 0 };
         let count = AtomicUsize::new(0);
         let result = drive_saves(&spec, None, |_, _| {
             if count.fetch_add(1, Ordering::Relaxed) == 2 {
@@ -222,6 +249,26 @@ mod tests {
             Ok(())
         });
         assert!(result.unwrap_err().to_string().contains("disk on fire"));
+    }
+
+    #[test]
+    fn busy_threads_stop_with_the_run_whether_it_succeeds_fails_or_panics() {
+        // Each run goes on a thread of its own so that busy threads left spinning fail the
+        // test instead of hanging it.
+        let run_within = |busy_threads: usize, outcome: fn(u64) -> anyhow::Result<()>| {
+            let (sender, receiver) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let spec = SaveSpec { saves: 6, entries_per_save: 1, entry_data_bytes: 8, threads: 2, warmup_saves: 0, busy_threads };
+                let result = std::panic::catch_unwind(|| drive_saves(&spec, None, |_, sequence| outcome(sequence)).map(|run| run.saves()));
+                sender.send(result.map_err(|_| "panicked")).unwrap();
+            });
+            receiver.recv_timeout(std::time::Duration::from_secs(30)).expect("the run ended")
+        };
+        assert_eq!(run_within(2, |_| Ok(())).unwrap().unwrap(), 6);
+        let failed = run_within(2, |sequence| if sequence == 1 { anyhow::bail!("disk on fire") } else { Ok(()) });
+        assert!(failed.unwrap().unwrap_err().to_string().contains("disk on fire"));
+        let panicked = run_within(2, |sequence| if sequence == 1 { panic!("encoder bug") } else { Ok(()) });
+        assert_eq!(panicked.unwrap_err(), "panicked");
     }
 
     #[test]
