@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::commit::GroupCommit;
@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::fs;
 use crate::mapping::{Claim, Cursor, ReserveError, RotationFailed, SegmentMap};
 use crate::options::{Options, SyncMode};
-use crate::preparer::{zero_fill_head_bytes, Current, Maker, Preparer};
+use crate::preparer::{prefault_lead_bytes, zero_fill_head_bytes, Current, Maker, Preparer};
 use crate::reader::{all_zero, ReadBuffer, SegmentReader, Step, READ_CHUNK_BYTES};
 use crate::record::{self, RecordFlags, RecordKind, RECORD_HEADER_SIZE};
 use crate::recovery::{self, LogEnd, SegmentSource};
@@ -22,16 +22,22 @@ use crate::segment::{self, SegmentFile, SegmentInfo, SEGMENT_HEADER_SIZE, SEGMEN
 
 /// Bytes of a segment a writer faults in ahead of itself when it has outrun the
 /// preparer (which faults whole segments in, see `preparer.rs`), in no-sync mode only:
-/// fdatasync
-/// would write the pre-dirtied zero pages back with every sync (device bytes per
-/// 64 x 1 KiB save: 71 -> 139 KiB), and with msync the writer that faults a window in
-/// pays ~200 us for it (a save of 64 x 1 KiB saw its p99 double). Faulting the window
-/// in from a background thread was measured too and is no better with msync: while the
-/// thread runs, each page msync write-protects (folio_mkclean) needs a TLB-shootdown
-/// IPI to the thread's CPU; on a 2-vCPU KVM guest that took msync from ~10 to ~55 us
-/// of CPU per save, about what the ~17 faults saved had cost (save p50 1.2-1.5x ->
-/// 1.1-1.3x raw, bandwidth 0.69-0.81x -> 0.69-0.77x raw, p99 1.2-1.4x -> 1.7-1.9x raw).
+/// fdatasync would write the pre-dirtied zero pages back with every sync (device bytes
+/// per 64 x 1 KiB save: 71 -> 139 KiB), and with msync the writer that faults a window
+/// in pays ~200 us for it (a save of 64 x 1 KiB saw its p99 double). With msync the
+/// preparer keeps a bounded lead faulted in instead (`preparer::prefault_lead_bytes`),
+/// which only paid once syncs dropped their pages from the page tables: before, each
+/// page msync write-protected needed a TLB-shootdown IPI to the preparer's CPU while
+/// it ran, about what the faults it saved had cost.
 const PREFAULT_WINDOW_BYTES: u64 = 1 << 20;
+
+/// Appends ask the preparer to keep pages faulted in ahead of them (msync) only while
+/// the syncs cover at least this much: then the appends between two syncs took several
+/// faults. Small saves take a fault only every few syncs, and the preparer faulting
+/// 1 MiB in beside them (~0.5 ms of its CPU) delayed the saves it overlapped more than
+/// it saved: W6 p99.9 with cuts went from 1.18x and 1.14x to 1.41x and 1.35x the run
+/// without, in alternating runs.
+const PREFAULT_MIN_SYNC_BYTES: u64 = 16 << 10;
 
 /// Bytes past the log end that opening zero-fills in the segment appends continue in
 /// (whatever a previous run zero-filled there is not known): the first appends need
@@ -101,6 +107,9 @@ pub struct Log {
     commit: GroupCommit,
     /// Every byte below is published (writable) or recovered (read-only).
     published_position: AtomicU64,
+    /// The last sync covered [`PREFAULT_MIN_SYNC_BYTES`] or more: appends ask the
+    /// preparer to keep pages faulted in ahead of them (msync only).
+    syncs_are_large: AtomicBool,
     report: RecoveryReport,
     _lock: DirLock,
 }
@@ -187,7 +196,7 @@ impl Log {
             } else {
                 zero_fill_past_end(&last, append_offset)?
             };
-            let map = Arc::new(Preparer::zero_fill_ahead(map, writable_offset, &wake));
+            let map = Arc::new(Preparer::zero_fill_ahead(map, writable_offset, &wake, prefault_lead_bytes(options.sync_mode)));
             (Arc::clone(&map), Current::ZeroFill(map, last.path.clone()))
         };
         let cursor = Cursor::new(Arc::clone(&map), append_offset, SEGMENT_HEADER_SIZE);
@@ -199,6 +208,7 @@ impl Log {
             options.segment_size_bytes,
             wake,
             current,
+            prefault_lead_bytes(options.sync_mode),
         )?;
         let mut segments = Vec::with_capacity(files.len() + 1);
         for file in files {
@@ -222,6 +232,7 @@ impl Log {
             appender: Some(Appender { cursor, preparer }),
             commit: GroupCommit::new(append_position),
             published_position: AtomicU64::new(append_position),
+            syncs_are_large: AtomicBool::new(false),
             report,
             _lock: dir_lock,
         })
@@ -264,6 +275,7 @@ impl Log {
             appender: None,
             commit: GroupCommit::new(end_position),
             published_position: AtomicU64::new(end_position),
+            syncs_are_large: AtomicBool::new(false),
             report,
             _lock: dir_lock,
         })
@@ -335,6 +347,8 @@ impl Log {
         })?;
         if self.options.sync_mode == SyncMode::None {
             claim.prefault_ahead(PREFAULT_WINDOW_BYTES);
+        } else if self.syncs_are_large.load(Ordering::Relaxed) {
+            claim.want_prefaulted();
         }
         Ok((claim, durable_hint))
     }
@@ -421,6 +435,10 @@ impl Log {
 
     /// Makes `[from, to)` durable with the configured sync mode.
     fn sync_range(&self, from: u64, to: u64) -> Result<()> {
+        let large = to - from >= PREFAULT_MIN_SYNC_BYTES;
+        if self.syncs_are_large.load(Ordering::Relaxed) != large {
+            self.syncs_are_large.store(large, Ordering::Relaxed);
+        }
         let overlapping: Vec<Arc<Segment>> = lock(&self.segments)
             .iter()
             .filter(|segment| segment.info.base_position < to && from < segment.info.end_position())
@@ -428,7 +446,16 @@ impl Log {
             .collect();
         for segment in overlapping {
             let start = from.max(segment.info.base_position) - segment.info.base_position;
-            let end = to.min(segment.info.end_position()) - segment.info.base_position;
+            let mut end = to.min(segment.info.end_position()) - segment.info.base_position;
+            if let Some(sealed_offset) = segment.map.sealed_offset() {
+                // Past its header, the padding that seals a segment is never read: its
+                // bytes need not be durable, and the pages faulted in ahead of the
+                // appends there are dirty zeros not worth writing back.
+                end = end.min(sealed_offset + RECORD_HEADER_SIZE as u64);
+                if end <= start {
+                    continue;
+                }
+            }
             match self.options.sync_mode {
                 SyncMode::Msync => fs::msync(&segment.map, start, end - start, &segment.path)?,
                 SyncMode::Fdatasync => {

@@ -47,7 +47,8 @@
 //!    more, write their skip record); the frontier scan and the readers stop at it. The
 //!    filler moves the offset (release) only past zeros it has written, and it only
 //!    grows, so the ranges the filler writes and the ranges anything else touches never
-//!    meet.
+//!    meet. (Faulting pages in ahead of the writers, `prefault_wanted`, stops at the
+//!    writable offset too; it reads and writes no byte.)
 //!
 //! 6. **CPU features.** The checksum's kernels (`checksum.rs`) are `#[target_feature]`
 //!    functions: running one on a CPU without its features is undefined. They are
@@ -111,6 +112,11 @@ pub struct SegmentMap {
     shared_handles: AtomicU64,
     /// Offset up to which pages were faulted in writable ahead of the writers.
     prefaulted_offset: AtomicU64,
+    /// How far the zero-filler thread is asked to fault pages in (with `prefault_lead_bytes`).
+    prefault_wanted_offset: AtomicU64,
+    /// How far ahead of the writers the zero-filler thread keeps pages faulted in; 0 for
+    /// none (see [`SegmentMap::with_prefault_lead`]).
+    prefault_lead_bytes: u64,
     /// Claims and seals write only below this offset; from here on the zero-filler may
     /// be writing (point 5). Only grows; the segment's size when nothing is left to fill.
     writable_offset: AtomicU64,
@@ -205,6 +211,8 @@ impl SegmentMap {
             published_offset: AtomicU64::new(published_offset),
             shared_handles: AtomicU64::new(0),
             prefaulted_offset: AtomicU64::new(published_offset),
+            prefault_wanted_offset: AtomicU64::new(published_offset),
+            prefault_lead_bytes: 0,
             writable_offset: AtomicU64::new(size_bytes),
             zero_fill_wanted_offset: AtomicU64::new(size_bytes),
             zero_fill_failed: AtomicBool::new(false),
@@ -237,6 +245,48 @@ impl SegmentMap {
         self.zero_fill_wanted_offset = AtomicU64::new(writable_offset);
         self.zero_filler = Some(ZeroFiller { wake, lead });
         self
+    }
+
+    /// Has writers ask the zero-filler thread (woken through the zero-filler's `wake`)
+    /// to keep the pages of the next `lead_bytes` past them faulted in writable, asking
+    /// again once they come within half of it: the writers then store into mapped,
+    /// writable pages instead of taking a fault per fresh page. The pages faulted in
+    /// are dirty, so only for a sync mode that writes back just the ranges it syncs
+    /// (msync); the thread faults in only below the writable offset (point 5).
+    pub fn with_prefault_lead(mut self, lead_bytes: u64) -> Self {
+        assert!(self.zero_filler.is_some(), "the zero-filler's thread does the faulting");
+        self.prefault_lead_bytes = lead_bytes;
+        self
+    }
+
+    /// Asks for the pages of the lead past `end` to be faulted in, waking the
+    /// zero-filler thread if that is more than it was asked for and `end` came within
+    /// half a lead of what it was asked for.
+    pub fn want_prefaulted(&self, end: u64) {
+        let Some(filler) = &self.zero_filler else { return };
+        let lead = self.prefault_lead_bytes;
+        if lead == 0 || end + lead / 2 <= self.prefault_wanted_offset.load(Ordering::Acquire) {
+            return;
+        }
+        let target = (end + lead).min(self.size_bytes);
+        if self.prefault_wanted_offset.fetch_max(target, Ordering::AcqRel) < target {
+            filler.wake.change_and_wake(1);
+        }
+    }
+
+    /// For the zero-filler thread: faults in, writable, up to `window_bytes` of what the
+    /// writers asked for ([`SegmentMap::want_prefaulted`]), never past the writable
+    /// offset; `false` when there is nothing (more) to do.
+    pub fn prefault_wanted(&self, window_bytes: u64) -> bool {
+        let faulted = self.prefaulted_offset.load(Ordering::Acquire);
+        let limit = self.prefault_wanted_offset.load(Ordering::Acquire).min(self.writable_offset.load(Ordering::Acquire));
+        if faulted >= limit {
+            return false;
+        }
+        // Pages the writers already wrote (they outran the thread) need no faulting in.
+        let start = faulted.max(self.published_offset.load(Ordering::Acquire));
+        self.claim_prefault(faulted, start, limit.min(start + window_bytes).max(start));
+        true
     }
 
     pub fn size_bytes(&self) -> u64 {
@@ -803,6 +853,12 @@ impl Claim<'_> {
             return;
         }
         segment.claim_prefault(faulted, faulted.max(end), (end + window_bytes).min(segment.size_bytes));
+    }
+
+    /// Asks the zero-filler thread to keep the pages past this claim faulted in (see
+    /// [`SegmentMap::with_prefault_lead`]); nothing for a segment without that lead.
+    pub fn want_prefaulted(&self) {
+        self.segment().want_prefaulted(self.offset + self.span_bytes);
     }
 
     /// Lets `encode` write the payload in place. The slice is exactly the payload's

@@ -204,3 +204,21 @@ impl Drop for ChildTest {
         let _ = self.0.wait();
     }
 }
+
+/// Minor page faults the calling thread has taken.
+pub fn thread_minor_faults() -> u64 {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+    // After "pid (comm) ": state ppid pgrp session tty_nr tpgid flags minflt …
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    fields[7].parse().unwrap()
+}
+
+/// Minor faults the calling thread takes appending `count` 4 KiB records.
+pub fn faults_appending_pages(log: &Log, count: usize) -> u64 {
+    let payload = vec![7u8; 4096];
+    let before = thread_minor_faults();
+    for _ in 0..count {
+        log.append(KIND, &payload).unwrap();
+    }
+    thread_minor_faults() - before
+}
