@@ -32,12 +32,14 @@ use crate::segment::{self, SegmentFile, SegmentInfo, SEGMENT_HEADER_SIZE, SEGMEN
 const PREFAULT_WINDOW_BYTES: u64 = 1 << 20;
 
 /// Appends ask the preparer to keep pages faulted in ahead of them (msync) only while
-/// the syncs cover at least this much: then the appends between two syncs took several
-/// faults. Small saves take a fault only every few syncs, and the preparer faulting
-/// 1 MiB in beside them (~0.5 ms of its CPU) delayed the saves it overlapped more than
-/// it saved: W6 p99.9 with cuts went from 1.18x and 1.14x to 1.41x and 1.35x the run
-/// without, in alternating runs.
-const PREFAULT_MIN_SYNC_BYTES: u64 = 16 << 10;
+/// the syncs cover at least this much (8 pages): then the appends between two syncs
+/// took several faults. Small saves take a fault only every few syncs, and the preparer
+/// faulting 1 MiB in beside them (~0.5 ms of its CPU) delayed the saves it overlapped
+/// more than it saved: W6 p99.9 with cuts went from 1.18x and 1.14x to 1.41x and 1.35x
+/// the run without, in alternating runs. So did W3's 64 writers, whose syncs cover
+/// ~19 KiB, a page per dozen saves: 95k and 102k saves/s with a 16 KiB threshold
+/// against 112k and 111k without faulting ahead.
+const PREFAULT_MIN_SYNC_BYTES: u64 = 32 << 10;
 
 /// Bytes past the log end that opening zero-fills in the segment appends continue in
 /// (whatever a previous run zero-filled there is not known): the first appends need

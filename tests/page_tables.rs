@@ -66,10 +66,10 @@ fn a_sync_unmaps_the_pages_it_covers_and_no_byte_changes() {
     }
 }
 
-/// Syncs 32 KiB, so that the appends after it ask for pages faulted in ahead, and
+/// Syncs 64 KiB, so that the appends after it ask for pages faulted in ahead, and
 /// appends a small record after it; returns that record's position.
 fn start_large_syncs(log: &Log) -> Position {
-    log.append_durable(KIND, &vec![3u8; 32 << 10]).unwrap();
+    log.append_durable(KIND, &vec![3u8; 64 << 10]).unwrap();
     log.append_durable(KIND, b"start").unwrap().position
 }
 
