@@ -104,11 +104,12 @@ pub(crate) fn drop_cached(file: &File, start: u64, end: u64) {
 }
 
 /// The first range at or after `offset` that may hold non-zero bytes (not empty, and
-/// starting at `offset` or later), or `None` if nothing past `offset` does. What lies outside such ranges the file system reports as
-/// holes (unallocated or unwritten blocks with nothing in the page cache), which read as
-/// zeros: readers skip them instead of reading them, which for an unwritten block would
-/// also fill the page cache with zeros. Where the file system cannot tell (an error
-/// other than "no data past here"), the rest of the file counts as data.
+/// starting at `offset` or later), or `None` if nothing past `offset` does. What lies
+/// outside such ranges the file system reports as holes (unallocated or unwritten blocks
+/// with nothing in the page cache), which read as zeros: readers skip them instead of
+/// reading them, which for an unwritten block would also fill the page cache with zeros.
+/// Where the file system cannot tell (an error other than "no data past here"), the rest
+/// of the file counts as data.
 pub(crate) fn data_range_from(file: &File, offset: u64) -> Option<Range<u64>> {
     let start = match rustix::fs::seek(file, rustix::fs::SeekFrom::Data(offset)) {
         Ok(start) => start,
@@ -118,6 +119,21 @@ pub(crate) fn data_range_from(file: &File, offset: u64) -> Option<Range<u64>> {
     // A hole starts past any data offset, and at the latest at the end of the file.
     let end = rustix::fs::seek(file, rustix::fs::SeekFrom::Hole(start)).unwrap_or(u64::MAX);
     Some(start..end.max(start + 1))
+}
+
+/// The ranges of `[from, to)` that may hold non-zero bytes, in order (see
+/// [`data_range_from`]).
+pub(crate) fn data_ranges(file: &File, from: u64, to: u64) -> impl Iterator<Item = Range<u64>> + '_ {
+    let mut offset = from;
+    std::iter::from_fn(move || {
+        if offset >= to {
+            return None;
+        }
+        let range = data_range_from(file, offset)?;
+        let (start, end) = (range.start.min(to), range.end.min(to));
+        offset = end;
+        (start < end).then_some(start..end)
+    })
 }
 
 /// Reads exactly `buffer.len()` bytes at `offset`; a short file is an error.

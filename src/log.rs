@@ -34,11 +34,12 @@ const PREFAULT_WINDOW_BYTES: u64 = 1 << 20;
 /// Appends ask the preparer to keep pages faulted in ahead of them (msync) only while
 /// the syncs cover at least this much (8 pages): then the appends between two syncs
 /// took several faults. Small saves take a fault only every few syncs, and the preparer
-/// faulting 1 MiB in beside them (~0.5 ms of its CPU) delayed the saves it overlapped
-/// more than it saved: W6 p99.9 with cuts went from 1.18x and 1.14x to 1.41x and 1.35x
-/// the run without, in alternating runs. So did W3's 64 writers, whose syncs cover
-/// ~19 KiB, a page per dozen saves: 95k and 102k saves/s with a 16 KiB threshold
-/// against 112k and 111k without faulting ahead.
+/// faulting 1 MiB in beside them (256 faults, at ~2 µs each about 0.5 ms of its CPU)
+/// delayed the saves it overlapped more than it saved: W6 p99.9 with cuts went from
+/// 1.18x and 1.14x to 1.41x and 1.35x the run without, in alternating runs. So did W3's
+/// 64 writers, whose syncs cover at most 64 saves of ~300 B (19 KiB), a page per dozen
+/// saves: 95k and 102k saves/s with a 16 KiB threshold against 112k and 111k without
+/// faulting ahead.
 const PREFAULT_MIN_SYNC_BYTES: u64 = 32 << 10;
 
 /// Bytes past the log end that opening zero-fills in the segment appends continue in
@@ -187,6 +188,7 @@ impl Log {
             .map_err(|source| Error::io("map segment", &last.path, source))?;
         // The preparer's wake-up word: the segment the log opens in is mapped with it.
         let wake = Arc::default();
+        let prefault_lead = prefault_lead_bytes(options.sync_mode);
         let (map, current) = if options.sync_mode == SyncMode::None {
             let map = Arc::new(map);
             (Arc::clone(&map), Current::FaultIn(map))
@@ -198,7 +200,7 @@ impl Log {
             } else {
                 zero_fill_past_end(&last, append_offset)?
             };
-            let map = Arc::new(Preparer::zero_fill_ahead(map, writable_offset, &wake, prefault_lead_bytes(options.sync_mode)));
+            let map = Arc::new(Preparer::zero_fill_ahead(map, writable_offset, &wake, prefault_lead));
             (Arc::clone(&map), Current::ZeroFill(map, last.path.clone()))
         };
         let cursor = Cursor::new(Arc::clone(&map), append_offset, SEGMENT_HEADER_SIZE);
@@ -210,7 +212,7 @@ impl Log {
             options.segment_size_bytes,
             wake,
             current,
-            prefault_lead_bytes(options.sync_mode),
+            prefault_lead,
         )?;
         let mut segments = Vec::with_capacity(files.len() + 1);
         for file in files {
@@ -459,7 +461,10 @@ impl Log {
                 }
             }
             match self.options.sync_mode {
-                SyncMode::Msync => fs::msync(&segment.map, start, end - start, &segment.path)?,
+                SyncMode::Msync => {
+                    segment.map.unmap_pages(start, end - start);
+                    fs::msync(&segment.map, start, end - start, &segment.path)?
+                }
                 SyncMode::Fdatasync => {
                     segment.map.unmap_pages(start, end - start);
                     fs::fdatasync(&segment.file, &segment.path)?
@@ -783,29 +788,22 @@ fn zero_nonzero_bytes(segment: &SegmentFile, offset: u64) -> Result<u64> {
     let size_bytes = segment.info.size_bytes;
     let mut buffer = vec![0u8; READ_CHUNK_BYTES];
     let mut zeroed = 0;
-    let mut chunk_start = offset;
-    let mut data_end = offset;
-    while chunk_start < size_bytes {
-        if chunk_start >= data_end {
-            let Some(range) = fs::data_range_from(&segment.file, chunk_start) else { break };
-            chunk_start = range.start.min(size_bytes);
-            data_end = range.end;
-            continue;
-        }
-        let chunk_end = (chunk_start + READ_CHUNK_BYTES as u64).min(size_bytes).min(data_end);
-        let bytes = &mut buffer[..(chunk_end - chunk_start) as usize];
-        fs::read_exact_at(&segment.file, bytes, chunk_start, &segment.path)?;
-        let mut page_start = chunk_start;
-        while page_start < chunk_end {
-            let page_end = ((page_start / fs::ZERO_FILL_CHUNK_BYTES as u64 + 1) * fs::ZERO_FILL_CHUNK_BYTES as u64).min(chunk_end);
-            let page = &bytes[(page_start - chunk_start) as usize..(page_end - chunk_start) as usize];
-            if !all_zero(page) {
-                fs::write_zeros(&segment.file, page_start, page_end, &segment.path)?;
-                zeroed += page_end - page_start;
+    for range in fs::data_ranges(&segment.file, offset, size_bytes) {
+        for chunk_start in range.clone().step_by(READ_CHUNK_BYTES) {
+            let chunk_end = (chunk_start + READ_CHUNK_BYTES as u64).min(range.end);
+            let bytes = &mut buffer[..(chunk_end - chunk_start) as usize];
+            fs::read_exact_at(&segment.file, bytes, chunk_start, &segment.path)?;
+            let mut page_start = chunk_start;
+            while page_start < chunk_end {
+                let page_end = ((page_start / fs::ZERO_FILL_CHUNK_BYTES as u64 + 1) * fs::ZERO_FILL_CHUNK_BYTES as u64).min(chunk_end);
+                let page = &bytes[(page_start - chunk_start) as usize..(page_end - chunk_start) as usize];
+                if !all_zero(page) {
+                    fs::write_zeros(&segment.file, page_start, page_end, &segment.path)?;
+                    zeroed += page_end - page_start;
+                }
+                page_start = page_end;
             }
-            page_start = page_end;
         }
-        chunk_start = chunk_end;
     }
     Ok(zeroed)
 }

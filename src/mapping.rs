@@ -112,11 +112,9 @@ pub struct SegmentMap {
     shared_handles: AtomicU64,
     /// Offset up to which pages were faulted in writable ahead of the writers.
     prefaulted_offset: AtomicU64,
-    /// How far the zero-filler thread is asked to fault pages in (with `prefault_lead_bytes`).
+    /// How far the zero-filler thread is asked to fault pages in (see
+    /// [`SegmentMap::with_prefault_lead`]).
     prefault_wanted_offset: AtomicU64,
-    /// How far ahead of the writers the zero-filler thread keeps pages faulted in; 0 for
-    /// none (see [`SegmentMap::with_prefault_lead`]).
-    prefault_lead_bytes: u64,
     /// Claims and seals write only below this offset; from here on the zero-filler may
     /// be writing (point 5). Only grows; the segment's size when nothing is left to fill.
     writable_offset: AtomicU64,
@@ -136,6 +134,8 @@ pub struct SegmentMap {
 struct ZeroFiller {
     wake: Arc<WaitWord>,
     lead: Lead,
+    /// How far past the writers the same thread keeps pages faulted in; 0 for none.
+    prefault_lead_bytes: u64,
 }
 
 /// How far ahead of an append's end the zero-filler is asked to keep the writable
@@ -212,7 +212,6 @@ impl SegmentMap {
             shared_handles: AtomicU64::new(0),
             prefaulted_offset: AtomicU64::new(published_offset),
             prefault_wanted_offset: AtomicU64::new(published_offset),
-            prefault_lead_bytes: 0,
             writable_offset: AtomicU64::new(size_bytes),
             zero_fill_wanted_offset: AtomicU64::new(size_bytes),
             zero_fill_failed: AtomicBool::new(false),
@@ -243,7 +242,7 @@ impl SegmentMap {
         assert!(writable_offset.is_multiple_of(RECORD_ALIGNMENT as u64));
         self.writable_offset = AtomicU64::new(writable_offset);
         self.zero_fill_wanted_offset = AtomicU64::new(writable_offset);
-        self.zero_filler = Some(ZeroFiller { wake, lead });
+        self.zero_filler = Some(ZeroFiller { wake, lead, prefault_lead_bytes: 0 });
         self
     }
 
@@ -254,8 +253,7 @@ impl SegmentMap {
     /// are dirty, so only for a sync mode that writes back just the ranges it syncs
     /// (msync); the thread faults in only below the writable offset (point 5).
     pub fn with_prefault_lead(mut self, lead_bytes: u64) -> Self {
-        assert!(self.zero_filler.is_some(), "the zero-filler's thread does the faulting");
-        self.prefault_lead_bytes = lead_bytes;
+        self.zero_filler.as_mut().expect("the zero-filler's thread does the faulting").prefault_lead_bytes = lead_bytes;
         self
     }
 
@@ -264,7 +262,7 @@ impl SegmentMap {
     /// half a lead of what it was asked for.
     pub fn want_prefaulted(&self, end: u64) {
         let Some(filler) = &self.zero_filler else { return };
-        let lead = self.prefault_lead_bytes;
+        let lead = filler.prefault_lead_bytes;
         if lead == 0 || end + lead / 2 <= self.prefault_wanted_offset.load(Ordering::Acquire) {
             return;
         }
@@ -481,8 +479,7 @@ impl SegmentMap {
         }
     }
 
-    /// `msync(MS_SYNC)` of the pages holding `[offset, offset + length)`, after
-    /// [`SegmentMap::unmap_pages`] of them.
+    /// `msync(MS_SYNC)` of the pages holding `[offset, offset + length)`.
     pub fn sync_range(&self, offset: u64, length: u64) -> io::Result<()> {
         if offset.checked_add(length).is_none_or(|end| end > self.size_bytes) {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "sync range outside the segment"));
@@ -999,7 +996,6 @@ impl Memory {
     }
 
     fn flush_range(&self, offset: usize, length: usize) -> io::Result<()> {
-        self.unmap_pages(offset, length);
         self.raw.flush_range(offset, length)
     }
 

@@ -87,9 +87,10 @@ const FAULT_IN_WINDOW_BYTES: u64 = 1 << 20;
 /// With msync, how far past the appends the thread keeps pages faulted in writable
 /// (see [`prefault_lead_bytes`]).
 const PREFAULT_LEAD_BYTES: u64 = 1 << 20;
-/// Bytes faulted in per call for the appends' lead: a quarter of it, so that a
-/// zero-fill the appends wait for is never behind more than ~0.1 ms of faulting.
-const PREFAULT_WINDOW_BYTES: u64 = PREFAULT_LEAD_BYTES / 4;
+/// Bytes faulted in per call for the appends' lead: a quarter of it (64 pages, at ~2 µs
+/// a fault about 0.13 ms), so that a zero-fill the appends wait for is not kept behind
+/// a whole lead of faulting.
+const LEAD_FAULT_IN_BYTES: u64 = PREFAULT_LEAD_BYTES / 4;
 
 /// How far ahead of the appends the thread keeps pages faulted in, for a sync mode.
 /// A first store into a page of a file mapping faults (the file system's
@@ -369,7 +370,7 @@ fn serve_zero_fill(shared: &Shared, filling: &mut Option<Filling>) -> bool {
 
 /// Faults in the next window of what the appends asked for in `filling`; `true` if it did.
 fn serve_prefault(filling: &Option<Filling>) -> bool {
-    filling.as_ref().is_some_and(|current| current.map.prefault_wanted(PREFAULT_WINDOW_BYTES))
+    filling.as_ref().is_some_and(|current| current.map.prefault_wanted(LEAD_FAULT_IN_BYTES))
 }
 
 /// Prepares the segment `info` (a fresh generation) with its first `zero_fill_bytes`

@@ -53,12 +53,9 @@ impl ReadAt for File {
         // the segment before it is being checked. Failure changes nothing. Holes are
         // left out: reading one ahead would only fill the page cache with zeros.
         let size_bytes = self.metadata().map_or(0, |metadata| metadata.len());
-        let mut offset = 0;
-        while offset < size_bytes {
-            let Some(range) = crate::fs::data_range_from(self, offset) else { break };
-            offset = range.end.min(size_bytes);
-            for piece in (range.start..offset).step_by(PREFETCH_PIECE_BYTES as usize) {
-                let length = NonZeroU64::new(PREFETCH_PIECE_BYTES.min(offset - piece));
+        for range in crate::fs::data_ranges(self, 0, size_bytes) {
+            for piece in range.clone().step_by(PREFETCH_PIECE_BYTES as usize) {
+                let length = NonZeroU64::new(PREFETCH_PIECE_BYTES.min(range.end - piece));
                 let _ = rustix::fs::fadvise(self, piece, length, rustix::fs::Advice::WillNeed);
             }
         }

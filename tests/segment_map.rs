@@ -78,3 +78,20 @@ fn an_anonymous_map_keeps_its_bytes_through_a_sync() {
     assert!(map.read_published(DATA_START + 32, &mut payload));
     assert!(payload.iter().all(|&byte| byte == 5), "the record's bytes are still there");
 }
+
+/// The thread that faults pages in ahead of the writers stops at the writable offset:
+/// past it the zero-filler may still be writing (point 5 of `mapping.rs`).
+#[test]
+fn faulting_ahead_stops_at_the_writable_offset() {
+    const PAGE_BYTES: u64 = 4096;
+    let lead = Lead { min_bytes: PAGE_BYTES, max_bytes: PAGE_BYTES };
+    let map = SegmentMap::anonymous(16 * PAGE_BYTES, 0, 1, DATA_START)
+        .unwrap()
+        .with_zero_filler(8 * PAGE_BYTES, lead, Arc::new(WaitWord::new()))
+        .with_prefault_lead(16 * PAGE_BYTES);
+    map.want_prefaulted(DATA_START + 64);
+    let windows = |map: &SegmentMap| std::iter::from_fn(|| map.prefault_wanted(PAGE_BYTES).then_some(())).count();
+    assert_eq!(windows(&map), 8, "a page at a time up to the writable offset, and no further");
+    map.zero_filled(16 * PAGE_BYTES);
+    assert_eq!(windows(&map), 8, "the rest once it is zero-filled");
+}

@@ -93,7 +93,7 @@ impl Scale {
 }
 
 fn save_spec(saves: usize, entries_per_save: usize, entry_data_bytes: usize, threads: usize) -> SaveSpec {
-    SaveSpec { saves, entries_per_save, entry_data_bytes, threads, warmup_saves: 20, busy_threads: 0 }
+    SaveSpec::new(saves, entries_per_save, entry_data_bytes, threads, 20)
 }
 
 /// The etcd driver, built on first use; `None` with the reason when it cannot be.
@@ -239,10 +239,11 @@ fn main() -> anyhow::Result<()> {
     let w3_wide = save_spec(scale.saves(20_000), 1, 256, 64);
     let w6 = save_spec(scale.saves(80_000), 1, 256, 1);
 
-    let run_saves = |label: &str, spec: &SaveSpec| -> anyhow::Result<Comparison> {
+    let run_among = |label: &str, spec: &SaveSpec, contenders: &[&dyn Contender]| -> anyhow::Result<Comparison> {
         let mut tick = |step: &str| progress.set_message(format!("{label}: {step}"));
-        Comparison::run(&with_limits(spec.threads), spec, cli.rounds, scratch.path(), device_stat.as_deref(), &mut tick)
+        Comparison::run(contenders, spec, cli.rounds, scratch.path(), device_stat.as_deref(), &mut tick)
     };
+    let run_saves = |label: &str, spec: &SaveSpec| run_among(label, spec, &with_limits(spec.threads));
 
     if wants("w1") {
         let comparison = run_saves("W1", &w1)?;
@@ -284,9 +285,7 @@ fn main() -> anyhow::Result<()> {
         // threads busy. etcd's wal runs in a process of its own, which the busy thread
         // would not share, so it is left out.
         let busy = SaveSpec { busy_threads: 1, ..w2.clone() };
-        let contenders: Vec<&dyn Contender> = vec![&segstore, &pwrite, &msync, &raft_engine, &okaywal];
-        let mut tick = |step: &str| progress.set_message(format!("W2 with a busy thread: {step}"));
-        let comparison = Comparison::run(&contenders, &busy, cli.rounds, scratch.path(), device_stat.as_deref(), &mut tick)?;
+        let comparison = run_among("W2 with a busy thread", &busy, &[&segstore, &pwrite, &msync, &raft_engine, &okaywal])?;
         let metrics = [DATA_RATE, P50, P99, DEVICE_BYTES_PER_SAVE];
         report.section(&format!(
             "## W2 with a busy thread\n\nW2's saves while one more thread of the same process computes without pause, as a Raft server's other threads (network, apply) do between its saves. Not a target of its own: it shows what a sync costs when other CPUs run the process. A sync writes back every page it covers; the kernel write-protects each page of a mapping as it cleans it, and every CPU running a thread of the process must then flush that page from its TLB (an interrupt per page). segstore drops the pages from its page tables before it syncs (one flush for the range). etcd's wal is left out: it runs in a process of its own, where the busy thread is not. Median [min–max] over {} rounds.\n\n{}\nsegstore against the limit and the best peer (medians of per-round ratios):\n\n{}",

@@ -65,38 +65,17 @@ fn workloads(quick: bool) -> Vec<Workload> {
     vec![
         Workload {
             title: "one writer, one 256 B entry per durable save",
-            spec: SaveSpec {
-                saves: scale(2000),
-                entries_per_save: 1,
-                entry_data_bytes: 256,
-                threads: 1,
-                warmup_saves: 20,
-                busy_threads: 0,
-            },
+            spec: SaveSpec::new(scale(2000), 1, 256, 1, 20),
             metrics: &[P50, P99, P999, SAVES_PER_SECOND, DEVICE_BYTES_PER_SAVE],
         },
         Workload {
             title: "one writer, 64 × 1 KiB entries per durable save",
-            spec: SaveSpec {
-                saves: scale(400),
-                entries_per_save: 64,
-                entry_data_bytes: 1024,
-                threads: 1,
-                warmup_saves: 10,
-                busy_threads: 0,
-            },
+            spec: SaveSpec::new(scale(400), 64, 1024, 1, 10),
             metrics: &[DATA_RATE, P50, P99, DEVICE_BYTES_PER_SAVE],
         },
         Workload {
             title: "8 writer threads, one 256 B entry per durable save",
-            spec: SaveSpec {
-                saves: scale(8000),
-                entries_per_save: 1,
-                entry_data_bytes: 256,
-                threads: 8,
-                warmup_saves: 20,
-                busy_threads: 0,
-            },
+            spec: SaveSpec::new(scale(8000), 1, 256, 8, 20),
             metrics: &[SAVES_PER_SECOND, P50, P99, DEVICE_BYTES_PER_SAVE],
         },
     ]

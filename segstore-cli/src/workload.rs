@@ -30,6 +30,11 @@ pub struct SaveSpec {
 }
 
 impl SaveSpec {
+    /// A workload with no busy threads beside the writers.
+    pub fn new(saves: usize, entries_per_save: usize, entry_data_bytes: usize, threads: usize, warmup_saves: usize) -> SaveSpec {
+        SaveSpec { saves, entries_per_save, entry_data_bytes, threads, warmup_saves, busy_threads: 0 }
+    }
+
     /// How many measured saves thread `thread` issues.
     pub fn saves_of_thread(&self, thread: usize) -> usize {
         self.saves / self.threads + usize::from(thread < self.saves % self.threads)
